@@ -1,0 +1,1 @@
+"""Conversations with customers and the channels they arrive on."""

@@ -1,0 +1,197 @@
+"""The composition root: the one place that builds the store, the rules, the desk, the workers
+and (as they arrive) the channels and monitors from settings, and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TextIO
+
+from aiohttp import web
+from argon2 import PasswordHasher
+
+from bot.logsender import log_sender
+from config.settings import Settings
+from desk.app import make_app
+from desk.context import DeskContext
+from storage import accounts
+from storage.db import Store, create_store
+from storage.dispatch import DispatchPolicy, Sender, run_dispatcher
+from storage.migrate import upgrade
+from storage.sla import SlaPolicy, Target
+from storage.sla_timer import check_deadlines
+from storage.tickets import TicketRules
+
+log = logging.getLogger("careloop")
+ROLES = ("all", "bot", "monitors", "desk", "worker")
+CUSTOMER_CHANNELS = ("telegram", "webchat", "x", "mastodon")
+STOP_GRACE_SECONDS = 8.0
+
+
+def sla_policy(settings: Settings) -> SlaPolicy:
+    def target(t: Any) -> Target:
+        return Target(
+            timedelta(minutes=t.first_response_minutes), timedelta(minutes=t.resolution_minutes)
+        )
+
+    return SlaPolicy(
+        priorities={p: target(t) for p, t in settings.sla.priorities.items()},
+        categories={
+            c: {p: target(t) for p, t in row.items()} for c, row in settings.sla.categories.items()
+        },
+        remind_at_fraction=settings.sla.remind_at_fraction,
+    )
+
+
+def dispatch_policy(settings: Settings) -> DispatchPolicy:
+    return DispatchPolicy(
+        max_attempts=settings.outbox_max_attempts,
+        backoff_seconds=settings.outbox_backoff_seconds,
+        backoff_max_seconds=settings.outbox_backoff_max_seconds,
+        batch_size=settings.outbox_batch_size,
+    )
+
+
+def password_hasher() -> PasswordHasher:
+    return PasswordHasher()
+
+
+def channel_senders(settings: Settings) -> dict[str, Sender]:
+    """Who delivers each channel's outbox rows. A channel with no adapter configured in the
+    settings gets the log sender, so nothing piles up unseen."""
+    senders: dict[str, Sender] = {}
+    for channel in CUSTOMER_CHANNELS:
+        senders[channel] = log_sender
+    return senders
+
+
+@dataclass
+class Service:
+    settings: Settings
+    store: Store
+    rules: TicketRules
+    hasher: PasswordHasher
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+
+def build_service(settings: Settings) -> Service:
+    return Service(
+        settings=settings,
+        store=create_store(settings.database_url),
+        rules=TicketRules(sla=sla_policy(settings)),
+        hasher=password_hasher(),
+    )
+
+
+async def prepare(service: Service, out: TextIO, *, first_admin: bool = True) -> None:
+    """Migrations, the secret key and the first admin: everything start-up must make sure of."""
+    await upgrade(service.store)
+    settings = service.settings
+    now = service.rules.clock()
+    async with service.store.transaction() as session:
+        await accounts.secret_key(session)
+        if settings.admin_user and settings.admin_password:
+            await accounts.upsert_agent(
+                session, service.hasher, username=settings.admin_user, role="admin",
+                password=settings.admin_password.get_secret_value(), now=now,
+            )
+        elif first_admin and await accounts.count_agents(session) == 0:
+            password = accounts.new_password()
+            await accounts.upsert_agent(
+                session, service.hasher, username="admin", role="admin", password=password,
+                now=now,
+            )
+            # Printed once, on the terminal only (never logged): the operator needs it to log in.
+            print(f"First desk account created: user admin, password {password}", file=out, flush=True)
+
+
+async def _sla_loop(service: Service, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            async with service.store.transaction() as session:
+                result = await check_deadlines(
+                    session, service.rules, postgres=service.store.is_postgres
+                )
+            if result.breached or result.reminded:
+                log.info("SLA: %d breached, %d reminded", result.breached, result.reminded)
+        except Exception:
+            log.exception("SLA pass failed; retrying")
+        try:
+            await asyncio.wait_for(stop.wait(), service.settings.sla_check_seconds)
+        except TimeoutError:
+            pass
+
+
+async def _serve_desk(service: Service, stop: asyncio.Event, out: TextIO) -> None:
+    ctx = DeskContext(store=service.store, rules=service.rules, hasher=service.hasher)
+    runner = web.AppRunner(make_app(ctx), handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, service.settings.desk_host, service.settings.desk_port)
+    await site.start()
+    host, port = service.settings.desk_host, service.settings.desk_port
+    if port == 0 and runner.addresses:
+        port = runner.addresses[0][1]
+    print(f"careloop desk on http://{host}:{port}/", file=out, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _parts(role: str, service: Service, stop: asyncio.Event, out: TextIO) -> list[Awaitable[None]]:
+    s = service.settings
+    parts: list[Awaitable[None]] = []
+    if role in ("all", "desk"):
+        parts.append(_serve_desk(service, stop, out))
+    if role in ("all", "worker"):
+        parts.append(
+            run_dispatcher(
+                service.store, channel_senders(s), dispatch_policy(s), stop,
+                worker=service.worker_id,
+            )
+        )
+        parts.append(_sla_loop(service, stop))
+    if role in ("all", "bot") and not s.telegram_enabled:
+        log.info("Telegram is off (set CARELOOP_TELEGRAM_TOKEN to turn it on)")
+    if role in ("all", "monitors") and not (s.x_enabled or s.mastodon_enabled):
+        log.info("social monitors are off (no X or Mastodon credentials)")
+    return parts
+
+
+async def run_service(
+    settings: Settings, role: str, out: TextIO, stop: asyncio.Event | None = None
+) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    service = build_service(settings)
+    try:
+        await prepare(service, out)
+        tasks = [asyncio.ensure_future(p) for p in _parts(role, service, stop, out)]
+        log.info("careloop running as %s (%s)", role, service.worker_id)
+        await _until_stopped(tasks, stop)
+    finally:
+        await service.store.close()
+
+
+async def _until_stopped(tasks: list[asyncio.Future[None]], stop: asyncio.Event) -> None:
+    """Run until SIGTERM (or a part crashing); then give work in flight a few seconds."""
+    waiter = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    crashed = [t for t in done if t is not waiter and t.exception() is not None]
+    _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS) if tasks else (set(), set())
+    for task in pending:
+        task.cancel()
+    if crashed:
+        raise crashed[0].exception()  # type: ignore[misc]
+
+
+OnStart = Callable[[Service], Awaitable[None]]

@@ -1,0 +1,155 @@
+"""The `careloop` command (CONTRACT §3). Exit 0 on success, 2 on bad usage or bad input."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from config.bootstrap import ROLES, build_service, prepare, run_service
+from config.logging import setup_logging
+from config.settings import Settings, SettingsError, load_settings
+from storage import accounts
+from storage.errors import StoreError
+from storage.migrate import upgrade
+
+
+class UsageError(Exception):
+    """Bad usage or input: one line on stderr, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would print the whole usage block
+        raise UsageError(message)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    setup_logging(settings.log_level)
+    asyncio.run(run_service(settings, args.role, sys.stdout))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def go() -> None:
+        service = build_service(settings)
+        try:
+            await upgrade(service.store)
+        finally:
+            await service.store.close()
+
+    asyncio.run(go())
+    print("database is at the latest schema")
+    return 0
+
+
+def cmd_agents_add(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    password: str | None = None
+    generated = False
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError("no password on standard input")
+
+    async def go() -> None:
+        nonlocal password, generated
+        service = build_service(settings)
+        try:
+            await prepare(service, sys.stderr, first_admin=False)
+            async with service.store.transaction() as session:
+                existing = await accounts.get_agent(session, args.name)
+                if password is None and (existing is None or existing.password_hash is None):
+                    password, generated = accounts.new_password(), True
+                await accounts.upsert_agent(
+                    session, service.hasher, username=args.name, role=args.role,
+                    password=password, now=service.rules.clock(),
+                )
+        finally:
+            await service.store.close()
+
+    asyncio.run(go())
+    print(f"agent {args.name} ({args.role}) saved")
+    if generated:
+        print(f"password: {password}")
+    return 0
+
+
+def cmd_agents_token(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def go() -> str:
+        service = build_service(settings)
+        try:
+            await prepare(service, sys.stderr, first_admin=False)
+            async with service.store.transaction() as session:
+                return await accounts.issue_token(session, args.name, service.rules.clock())
+        finally:
+            await service.store.close()
+
+    print(asyncio.run(go()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="careloop", description="careloop customer care")
+    parser.add_argument("--config", metavar="PATH", help="TOML settings file")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the service")
+    run.add_argument("--role", choices=ROLES, default="all")
+    run.set_defaults(func=cmd_run)
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    agents = sub.add_parser("agents", help="desk accounts").add_subparsers(
+        dest="agents_command", required=True
+    )
+    add = agents.add_parser("add", help="create or update an account")
+    add.add_argument("name")
+    add.add_argument("--role", choices=("admin", "agent"), required=True)
+    add.add_argument("--password-stdin", action="store_true")
+    add.set_defaults(func=cmd_agents_add)
+    token = agents.add_parser("token", help="print a new API token")
+    token.add_argument("name")
+    token.set_defaults(func=cmd_agents_token)
+
+    _optional_commands(sub)
+    return parser
+
+
+def _optional_commands(sub: Any) -> None:
+    """Command groups that live beside their packages (NLU, reports, imports)."""
+    try:
+        from config.nlu_cli import add_nlu_commands
+    except ImportError:
+        return
+    add_nlu_commands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except (UsageError, SettingsError) as exc:
+        print(f"careloop: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"careloop: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

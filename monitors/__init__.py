@@ -1,0 +1,1 @@
+"""Social listeners: one adapter per platform, a common poll loop, triage."""

@@ -1,0 +1,155 @@
+"""The outbox: messages owed to customers, written in the transaction of the change that caused
+them, claimed and delivered by the worker (at least once; the key makes a cause enqueue once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import ChannelIdentity, OutboxMessage
+
+PENDING, SENDING, SENT, DEAD = "pending", "sending", "sent", "dead"
+# A claimed row whose worker died comes back after this long.
+CLAIM_LEASE = timedelta(minutes=2)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a channel sender gets: enough to render and address one message."""
+
+    id: int
+    key: str
+    channel: str
+    recipient: str | None  # the platform's id for the customer (chat id, user id)
+    identity_id: int | None
+    ticket_id: int | None
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+
+
+def enqueue(
+    session: AsyncSession,
+    *,
+    key: str,
+    channel: str,
+    identity_id: int | None,
+    ticket_id: int | None,
+    kind: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> OutboxMessage:
+    row = OutboxMessage(
+        key=key,
+        channel=channel,
+        identity_id=identity_id,
+        ticket_id=ticket_id,
+        kind=kind,
+        payload=payload,
+        status=PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(row)
+    return row
+
+
+async def claim(
+    session: AsyncSession,
+    *,
+    channels: list[str],
+    worker: str,
+    now: datetime,
+    limit: int,
+    postgres: bool,
+) -> list[Delivery]:
+    """Take up to `limit` due rows for these channels. On PostgreSQL `FOR UPDATE SKIP LOCKED`
+    lets several workers claim side by side; SQLite's BEGIN IMMEDIATE serialises them."""
+    if not channels:
+        return []
+    due = or_(
+        (OutboxMessage.status == PENDING) & (OutboxMessage.next_attempt_at <= now),
+        (OutboxMessage.status == SENDING) & (OutboxMessage.locked_until < now),
+    )
+    query = (
+        select(OutboxMessage.id)
+        .where(due, OutboxMessage.channel.in_(channels))
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(limit)
+    )
+    if postgres:
+        query = query.with_for_update(skip_locked=True)
+    ids = list((await session.scalars(query)).all())
+    if not ids:
+        return []
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids))
+        .values(
+            status=SENDING,
+            locked_by=worker,
+            locked_until=now + CLAIM_LEASE,
+            attempts=OutboxMessage.attempts + 1,
+        )
+    )
+    rows = await session.execute(
+        select(OutboxMessage, ChannelIdentity.external_id)
+        .outerjoin(ChannelIdentity, ChannelIdentity.id == OutboxMessage.identity_id)
+        .where(OutboxMessage.id.in_(ids))
+        .order_by(OutboxMessage.id)
+        .execution_options(populate_existing=True)
+    )
+    return [
+        Delivery(
+            id=m.id,
+            key=m.key,
+            channel=m.channel,
+            recipient=ext,
+            identity_id=m.identity_id,
+            ticket_id=m.ticket_id,
+            kind=m.kind,
+            payload=m.payload,
+            attempt=m.attempts,
+        )
+        for m, ext in rows.all()
+    ]
+
+
+async def mark_sent(session: AsyncSession, ids: list[int], now: datetime) -> None:
+    if ids:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == SENDING)
+            .values(status=SENT, sent_at=now, locked_by=None, locked_until=None, last_error=None)
+        )
+
+
+async def mark_retry(session: AsyncSession, row_id: int, at: datetime, error: str) -> None:
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == row_id, OutboxMessage.status == SENDING)
+        .values(
+            status=PENDING, next_attempt_at=at, locked_by=None, locked_until=None,
+            last_error=error[:500],
+        )
+    )
+
+
+async def mark_dead(session: AsyncSession, row_id: int, error: str) -> None:
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == row_id)
+        .values(status=DEAD, locked_by=None, locked_until=None, last_error=error[:500])
+    )
+
+
+async def counts_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+    )
+    return {status: n for status, n in rows.all()}

@@ -1,0 +1,146 @@
+"""Read models for the desk and the API: ticket lists (keyset-paged) and one ticket in full."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.errors import Invalid, NotFound
+from storage.lifecycle import format_number, parse_number
+from storage.models import Agent, Customer, Message, Ticket, TicketEvent
+
+
+@dataclass
+class TicketFilter:
+    statuses: list[str] = field(default_factory=list)
+    priorities: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)
+    assignee_id: int | None = None
+    unassigned: bool = False
+    q: str | None = None
+
+
+@dataclass
+class TicketRow:
+    ticket: Ticket
+    customer: Customer
+    assignee: str | None
+
+
+@dataclass
+class TicketDetail:
+    ticket: Ticket
+    customer: Customer
+    assignee: str | None
+    events: list[TicketEvent]
+    messages: list[Message]
+
+
+def encode_cursor(ticket: Ticket) -> str:
+    raw = json.dumps([ticket.priority, ticket.resolution_due.isoformat(), ticket.id])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, datetime, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        priority, due, ticket_id = json.loads(base64.urlsafe_b64decode(padded))
+        return str(priority), datetime.fromisoformat(due), int(ticket_id)
+    except (ValueError, TypeError) as exc:
+        raise Invalid("cursor: not a cursor this API gave out") from exc
+
+
+def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
+    if f.statuses:
+        query = query.where(Ticket.status.in_(f.statuses))
+    if f.priorities:
+        query = query.where(Ticket.priority.in_(f.priorities))
+    if f.categories:
+        query = query.where(Ticket.category.in_(f.categories))
+    if f.channels:
+        query = query.where(Ticket.channel.in_(f.channels))
+    if f.assignee_id is not None:
+        query = query.where(Ticket.assignee_id == f.assignee_id)
+    if f.unassigned:
+        query = query.where(Ticket.assignee_id.is_(None))
+    if f.q:
+        number = parse_number(f.q) if f.q.strip().upper().startswith("CL-") else None
+        if number is not None:
+            query = query.where(Ticket.id == number)
+        else:
+            like = "%" + f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(
+                or_(
+                    Ticket.subject.ilike(like, escape="\\"),
+                    Ticket.description.ilike(like, escape="\\"),
+                    Ticket.order_number == f.q.strip(),
+                )
+            )
+    return query
+
+
+async def list_tickets(
+    session: AsyncSession, f: TicketFilter, *, limit: int, cursor: str | None
+) -> tuple[list[TicketRow], str | None]:
+    """Most urgent first: priority, then the nearest resolution deadline, then the oldest."""
+    query = _filtered(
+        select(Ticket, Customer, Agent.username)
+        .join(Customer, Customer.id == Ticket.customer_id)
+        .outerjoin(Agent, Agent.id == Ticket.assignee_id),
+        f,
+    )
+    if cursor:
+        priority, due, ticket_id = decode_cursor(cursor)
+        # Spelled out rather than as a row-value comparison so both SQLite and PostgreSQL
+        # walk the (priority, resolution_due, id) index.
+        query = query.where(
+            or_(
+                Ticket.priority > priority,
+                and_(Ticket.priority == priority, Ticket.resolution_due > due),
+                and_(
+                    Ticket.priority == priority,
+                    Ticket.resolution_due == due,
+                    Ticket.id > ticket_id,
+                ),
+            )
+        )
+    query = query.order_by(Ticket.priority, Ticket.resolution_due, Ticket.id).limit(limit + 1)
+    rows = [TicketRow(t, c, a) for t, c, a in (await session.execute(query)).all()]
+    next_cursor = encode_cursor(rows[limit - 1].ticket) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def ticket_detail(session: AsyncSession, ticket_id: int) -> TicketDetail:
+    row = (
+        await session.execute(
+            select(Ticket, Customer, Agent.username)
+            .join(Customer, Customer.id == Ticket.customer_id)
+            .outerjoin(Agent, Agent.id == Ticket.assignee_id)
+            .where(Ticket.id == ticket_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no ticket {format_number(ticket_id)}")
+    ticket, customer, assignee = row
+    events = list(
+        (
+            await session.scalars(
+                select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(TicketEvent.id)
+            )
+        ).all()
+    )
+    messages = list(
+        (
+            await session.scalars(
+                select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)
+            )
+        ).all()
+    )
+    return TicketDetail(ticket, customer, assignee, events, messages)

@@ -1,0 +1,394 @@
+"""The ticket service: every change to a ticket writes its event and, when the customer should
+hear of it, its outbox row, in the caller's transaction (`async with store.transaction()`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import outbox
+from storage.clock import Clock, utc_now
+from storage.errors import Invalid, NotFound
+from storage.lifecycle import (
+    CHANNELS,
+    DONE_STATUSES,
+    KINDS,
+    PRIORITIES,
+    RESPONDING_STATUSES,
+    check_move,
+    default_priority,
+    format_number,
+)
+from storage.models import Agent, ChannelIdentity, Customer, Message, Survey, Ticket, TicketEvent
+from storage.sla import SlaPolicy, resume_deadlines
+
+SUBJECT_CHARS = 80
+MAX_TEXT = 20_000
+
+
+@dataclass(frozen=True)
+class TicketRules:
+    sla: SlaPolicy
+    clock: Clock = utc_now
+
+
+@dataclass
+class NewTicket:
+    kind: str
+    channel: str
+    description: str
+    customer_id: int
+    identity_id: int | None = None
+    subject: str | None = None
+    category: str | None = None
+    priority: str | None = None
+    order_number: str | None = None
+    store: str | None = None
+    language: str | None = None
+    needs_human: bool = False
+    actor: str = "system"
+
+
+def _subject(description: str) -> str:
+    first = " ".join(description.split())
+    return first if len(first) <= SUBJECT_CHARS else first[: SUBJECT_CHARS - 1] + "…"
+
+
+def _event(ticket: Ticket, now: datetime, type_: str, actor: str, **kw: Any) -> TicketEvent:
+    return TicketEvent(ticket_id=ticket.id, at=now, type=type_, actor=actor, **kw)
+
+
+async def _notify(
+    session: AsyncSession, ticket: Ticket, event: TicketEvent, kind: str, payload: dict[str, Any]
+) -> None:
+    """An outbox row for the customer, if the ticket came from a channel that can reach them."""
+    if ticket.identity_id is None:
+        return
+    await session.flush([event])  # the event id makes the outbox key unique per cause
+    outbox.enqueue(
+        session,
+        key=f"event:{event.id}",
+        channel=ticket.channel,
+        identity_id=ticket.identity_id,
+        ticket_id=ticket.id,
+        kind=kind,
+        payload={"number": format_number(ticket.id), "language": ticket.language} | payload,
+        now=event.at,
+    )
+
+
+async def create_ticket(session: AsyncSession, rules: TicketRules, new: NewTicket) -> Ticket:
+    if new.kind not in KINDS:
+        raise Invalid(f"unknown kind {new.kind!r}")
+    if new.channel not in CHANNELS:
+        raise Invalid(f"unknown channel {new.channel!r}")
+    description = new.description.strip()
+    if not description:
+        raise Invalid("description is empty")
+    if len(description) > MAX_TEXT:
+        raise Invalid(f"description is longer than {MAX_TEXT} characters")
+    priority = new.priority or default_priority(new.kind, new.category)
+    if priority not in PRIORITIES:
+        raise Invalid(f"unknown priority {priority!r}")
+    now = rules.clock()
+    first_due, resolution_due = rules.sla.deadlines(priority, new.category, now)
+    ticket = Ticket(
+        kind=new.kind,
+        status="new",
+        priority=priority,
+        category=new.category if new.kind == "complaint" else new.category,
+        channel=new.channel,
+        customer_id=new.customer_id,
+        identity_id=new.identity_id,
+        subject=(new.subject or _subject(description))[:200],
+        description=description,
+        order_number=new.order_number,
+        store=new.store,
+        language=new.language,
+        needs_human=new.needs_human,
+        created_at=now,
+        updated_at=now,
+        first_response_due=first_due,
+        resolution_due=resolution_due,
+    )
+    session.add(ticket)
+    await session.flush([ticket])
+    event = _event(ticket, now, "created", new.actor, to_value="new")
+    session.add(event)
+    await _notify(
+        session,
+        ticket,
+        event,
+        "ticket_created",
+        {
+            "kind": ticket.kind,
+            "category": ticket.category,
+            "priority": priority,
+            "first_response_due": first_due.isoformat(),
+        },
+    )
+    return ticket
+
+
+async def load_ticket(session: AsyncSession, ticket_id: int, *, for_update: bool = False) -> Ticket:
+    query = select(Ticket).where(Ticket.id == ticket_id)
+    if for_update:
+        # Two agents changing one ticket queue on the row instead of overwriting each other.
+        query = query.with_for_update()
+    ticket = (await session.scalars(query)).first()
+    if ticket is None:
+        raise NotFound(f"no ticket {format_number(ticket_id)}")
+    return ticket
+
+
+async def move_ticket(
+    session: AsyncSession,
+    rules: TicketRules,
+    ticket_id: int,
+    target: str,
+    *,
+    actor: str,
+    note: str | None = None,
+    by_agent: bool = True,
+) -> Ticket:
+    ticket = await load_ticket(session, ticket_id, for_update=True)
+    check_move(ticket.status, target)
+    now = rules.clock()
+    previous = ticket.status
+    if previous == "waiting_customer" and ticket.paused_at is not None:
+        ticket.first_response_due, ticket.resolution_due = resume_deadlines(
+            ticket.paused_at,
+            now,
+            ticket.first_response_due,
+            ticket.resolution_due,
+            ticket.first_response_at is not None,
+        )
+        ticket.paused_at = None
+    if target == "waiting_customer":
+        ticket.paused_at = now
+    if target == "resolved":
+        ticket.resolved_at = now
+    elif target == "closed":
+        ticket.closed_at = now
+    elif previous in DONE_STATUSES:  # a reopen
+        ticket.resolved_at = None
+        ticket.closed_at = None
+    if by_agent and ticket.first_response_at is None and target in RESPONDING_STATUSES:
+        ticket.first_response_at = now
+    ticket.status = target
+    ticket.updated_at = now
+    kind = "reopened" if previous in DONE_STATUSES else "status"
+    event = _event(
+        ticket, now, kind, actor, from_value=previous, to_value=target, note=note
+    )
+    session.add(event)
+    await _notify(
+        session,
+        ticket,
+        event,
+        "status_changed",
+        {
+            "from": previous,
+            "status": target,
+            "resolution_due": ticket.resolution_due.isoformat()
+            if target not in DONE_STATUSES
+            else None,
+        },
+    )
+    return ticket
+
+
+async def reply(
+    session: AsyncSession,
+    rules: TicketRules,
+    ticket_id: int,
+    text: str,
+    *,
+    public: bool,
+    agent: Agent,
+) -> Message:
+    text = text.strip()
+    if not text:
+        raise Invalid("text is empty")
+    if len(text) > MAX_TEXT:
+        raise Invalid(f"text is longer than {MAX_TEXT} characters")
+    ticket = await load_ticket(session, ticket_id, for_update=True)
+    now = rules.clock()
+    message = Message(
+        ticket_id=ticket.id,
+        direction="out",
+        author_type="agent",
+        author_name=agent.display_name or agent.username,
+        text=text,
+        public=public,
+        channel=ticket.channel,
+        created_at=now,
+    )
+    session.add(message)
+    ticket.updated_at = now
+    actor = f"agent:{agent.username}"
+    event = _event(ticket, now, "reply" if public else "note", actor, note=text[:500])
+    session.add(event)
+    if public:
+        if ticket.first_response_at is None:
+            ticket.first_response_at = now
+        await _notify(
+            session,
+            ticket,
+            event,
+            "agent_reply",
+            {"text": text, "agent": agent.display_name or agent.username},
+        )
+    await session.flush([message])
+    return message
+
+
+async def assign(
+    session: AsyncSession, rules: TicketRules, ticket_id: int, username: str | None, *, actor: str
+) -> Ticket:
+    ticket = await load_ticket(session, ticket_id, for_update=True)
+    agent: Agent | None = None
+    if username is not None:
+        agent = (await session.scalars(select(Agent).where(Agent.username == username))).first()
+        if agent is None or not agent.active:
+            raise Invalid(f"agent: no active agent named {username!r}")
+    previous = None
+    if ticket.assignee_id is not None:
+        previous = await session.scalar(
+            select(Agent.username).where(Agent.id == ticket.assignee_id)
+        )
+    now = rules.clock()
+    ticket.assignee_id = agent.id if agent else None
+    ticket.updated_at = now
+    session.add(
+        _event(
+            ticket, now, "assigned", actor, from_value=previous,
+            to_value=agent.username if agent else None,
+        )
+    )
+    return ticket
+
+
+async def add_customer_message(
+    session: AsyncSession,
+    rules: TicketRules,
+    ticket_id: int,
+    text: str,
+    *,
+    external_id: str | None = None,
+) -> Message:
+    """The customer wrote about an existing ticket; a ticket waiting on them starts moving."""
+    ticket = await load_ticket(session, ticket_id, for_update=True)
+    now = rules.clock()
+    message = Message(
+        ticket_id=ticket.id,
+        direction="in",
+        author_type="customer",
+        text=text[:MAX_TEXT],
+        public=True,
+        channel=ticket.channel,
+        external_id=external_id,
+        created_at=now,
+    )
+    session.add(message)
+    ticket.updated_at = now
+    session.add(_event(ticket, now, "customer_message", "customer", note=text[:500]))
+    if ticket.status == "waiting_customer":
+        await move_ticket(
+            session, rules, ticket.id, "in_progress", actor="customer", by_agent=False,
+            note="the customer answered",
+        )
+    await session.flush([message])
+    return message
+
+
+async def record_survey(
+    session: AsyncSession,
+    rules: TicketRules,
+    ticket_id: int,
+    score: int,
+    comment: str | None = None,
+    *,
+    channel: str,
+) -> Survey:
+    """A CSAT answer. 1-2 reopens a resolved or closed ticket so the team follows up."""
+    if not 1 <= score <= 5:
+        raise Invalid("score must be 1 to 5")
+    ticket = await load_ticket(session, ticket_id, for_update=True)
+    now = rules.clock()
+    survey = Survey(
+        ticket_id=ticket.id, score=score, comment=comment, channel=channel,
+        asked_at=ticket.resolved_at or now, answered_at=now,
+    )
+    session.add(survey)
+    ticket.csat = score
+    ticket.updated_at = now
+    session.add(
+        _event(ticket, now, "csat", "customer", to_value=str(score), note=comment)
+    )
+    if score <= 2 and ticket.status in DONE_STATUSES:
+        await move_ticket(
+            session, rules, ticket.id, "in_progress", actor="customer", by_agent=False,
+            note=f"low satisfaction score {score}: follow up",
+        )
+    return survey
+
+
+async def find_or_create_customer(
+    session: AsyncSession,
+    *,
+    name: str | None,
+    phone: str | None,
+    email: str | None,
+    now: datetime,
+) -> Customer:
+    """Staff-entered tickets: the same phone or e-mail is the same customer."""
+    for column, value in ((Customer.phone, phone), (Customer.email, email)):
+        if value:
+            found = (await session.scalars(select(Customer).where(column == value))).first()
+            if found is not None:
+                if name and not found.name:
+                    found.name = name
+                return found
+    customer = Customer(name=name, phone=phone, email=email, created_at=now)
+    session.add(customer)
+    await session.flush([customer])
+    return customer
+
+
+async def identity_for(
+    session: AsyncSession,
+    *,
+    channel: str,
+    external_id: str,
+    display_name: str | None,
+    language: str | None,
+    now: datetime,
+) -> ChannelIdentity:
+    """The customer behind a platform id, created on first contact."""
+    found = (
+        await session.scalars(
+            select(ChannelIdentity).where(
+                ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id
+            )
+        )
+    ).first()
+    if found is not None:
+        return found
+    customer = Customer(name=display_name, language=language, created_at=now)
+    session.add(customer)
+    await session.flush([customer])
+    identity = ChannelIdentity(
+        customer_id=customer.id,
+        channel=channel,
+        external_id=external_id,
+        display_name=display_name,
+        created_at=now,
+    )
+    session.add(identity)
+    await session.flush([identity])
+    return identity
