@@ -80,7 +80,7 @@ async def upsert_agent(
         if len(password) < 8:
             raise Invalid("password: at least 8 characters")
         agent.password_hash = hash_password(hasher, password)
-    await session.flush([agent])
+    await session.flush()
     return agent
 
 
@@ -118,5 +118,5 @@ async def secret_key(session: AsyncSession) -> str:
     if row is None:
         row = AppSetting(key="secret_key", value=secrets.token_urlsafe(48))
         session.add(row)
-        await session.flush([row])
+        await session.flush()
     return row.value

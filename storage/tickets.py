@@ -68,7 +68,7 @@ async def _notify(
     """An outbox row for the customer, if the ticket came from a channel that can reach them."""
     if ticket.identity_id is None:
         return
-    await session.flush([event])  # the event id makes the outbox key unique per cause
+    await session.flush()  # the event id makes the outbox key unique per cause
     outbox.enqueue(
         session,
         key=f"event:{event.id}",
@@ -116,7 +116,7 @@ async def create_ticket(session: AsyncSession, rules: TicketRules, new: NewTicke
         resolution_due=resolution_due,
     )
     session.add(ticket)
-    await session.flush([ticket])
+    await session.flush()
     event = _event(ticket, now, "created", new.actor, to_value="new")
     session.add(event)
     await _notify(
@@ -174,14 +174,15 @@ async def move_ticket(
         ticket.resolved_at = now
     elif target == "closed":
         ticket.closed_at = now
-    elif previous in DONE_STATUSES:  # a reopen
+    reopen = previous in DONE_STATUSES and target not in DONE_STATUSES
+    if reopen:
         ticket.resolved_at = None
         ticket.closed_at = None
     if by_agent and ticket.first_response_at is None and target in RESPONDING_STATUSES:
         ticket.first_response_at = now
     ticket.status = target
     ticket.updated_at = now
-    kind = "reopened" if previous in DONE_STATUSES else "status"
+    kind = "reopened" if reopen else "status"
     event = _event(
         ticket, now, kind, actor, from_value=previous, to_value=target, note=note
     )
@@ -243,7 +244,7 @@ async def reply(
             "agent_reply",
             {"text": text, "agent": agent.display_name or agent.username},
         )
-    await session.flush([message])
+    await session.flush()
     return message
 
 
@@ -302,7 +303,7 @@ async def add_customer_message(
             session, rules, ticket.id, "in_progress", actor="customer", by_agent=False,
             note="the customer answered",
         )
-    await session.flush([message])
+    await session.flush()
     return message
 
 
@@ -356,7 +357,7 @@ async def find_or_create_customer(
                 return found
     customer = Customer(name=name, phone=phone, email=email, created_at=now)
     session.add(customer)
-    await session.flush([customer])
+    await session.flush()
     return customer
 
 
@@ -381,7 +382,7 @@ async def identity_for(
         return found
     customer = Customer(name=display_name, language=language, created_at=now)
     session.add(customer)
-    await session.flush([customer])
+    await session.flush()
     identity = ChannelIdentity(
         customer_id=customer.id,
         channel=channel,
@@ -390,5 +391,5 @@ async def identity_for(
         created_at=now,
     )
     session.add(identity)
-    await session.flush([identity])
+    await session.flush()
     return identity

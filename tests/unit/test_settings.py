@@ -1,0 +1,75 @@
+"""Settings: environment over TOML, one clear line for a bad value, secrets never printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.settings import SettingsError, load_settings
+
+
+def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = load_settings()
+    assert s.database_url == "sqlite+aiosqlite:///./careloop.db"
+    assert (s.desk_host, s.desk_port) == ("127.0.0.1", 8080)
+    assert s.telegram_api_base == "https://api.telegram.org"
+    assert s.telegram_mode == "polling" and s.nlu_backend == "embedded"
+    assert s.x_poll_seconds == 60 and s.rasa_url == "http://127.0.0.1:5005"
+    assert not s.telegram_enabled and not s.x_enabled and not s.mastodon_enabled
+
+
+def test_environment_beats_the_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('desk_port = 9000\nx_keywords = "acme"\n[sla.priorities.P1]\n'
+                    "first_response_minutes = 5\nresolution_minutes = 60\n")
+    monkeypatch.setenv("CARELOOP_DESK_PORT", "9100")
+    s = load_settings(toml)
+    assert s.desk_port == 9100
+    assert s.x_keywords == "acme"
+    assert s.sla.priorities["P1"].first_response_minutes == 5
+    assert s.sla.priorities["P3"].first_response_minutes == 240  # untouched rows keep defaults
+
+
+def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARELOOP_TELEGRAM_MODE", "carrier-pigeon")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "CARELOOP_TELEGRAM_MODE" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_an_unknown_toml_key_is_named(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("desk_prot = 1\n")
+    with pytest.raises(SettingsError, match="desk_prot"):
+        load_settings(toml)
+
+
+def test_a_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_secrets_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARELOOP_TELEGRAM_TOKEN", "123456:SECRET-TOKEN")
+    monkeypatch.setenv("CARELOOP_ADMIN_PASSWORD", "hunter2hunter2")
+    s = load_settings()
+    assert "SECRET-TOKEN" not in repr(s) and "hunter2" not in str(s)
+    assert s.telegram_token is not None
+    assert s.telegram_token.get_secret_value() == "123456:SECRET-TOKEN"
+
+
+def test_a_non_async_database_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARELOOP_DATABASE_URL", "mysql://root@localhost/x")
+    with pytest.raises(SettingsError, match="CARELOOP_DATABASE_URL"):
+        load_settings()
+
+
+def test_the_example_file_is_valid_and_complete() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "careloop.example.toml"
+    s = load_settings(example)
+    text = example.read_text()
+    for name in type(s).model_fields:
+        assert name in text, f"{name} is not documented in careloop.example.toml"
