@@ -1,0 +1,111 @@
+"""Turns a backend's raw intent ranking into the full parse of CONTRACT §6.
+
+Both backends (embedded and Rasa) call `complete_parse`, so language, sentiment, urgency, rule
+entities, the complaint/category split and the out_of_scope threshold are identical whichever
+model produced the ranking.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+
+from nlu.entities import regex_entities, resolve_overlaps
+from nlu.language import detect_language
+from nlu.sentiment import sentiment
+from nlu.types import Entity, Parse, Ranked, split_intent
+from nlu.urgency import urgency
+
+# Below this top-intent confidence the message is treated as out_of_scope: the classifier
+# always picks *something*, and a weak pick on off-topic chat does more harm (a bogus ticket)
+# than asking the customer to rephrase. Chosen by cross-validation on nlu.yml (see docs/nlu.md).
+OOS_THRESHOLD = 0.30
+MAX_RANKING = 10
+_RULE_TYPES = frozenset({"order_id", "ticket_id", "amount", "email", "phone"})
+# Classification and sentiment look only at the start of a very long text; entity offsets are
+# computed on the original string so they stay valid however long it is.
+CLASSIFY_LIMIT = 2000
+
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u202a\u202b"
+                                     "\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
+
+
+def clean_for_model(text: str) -> str:
+    """What the classifiers see: bounded, NFKC-folded (full-width → ASCII), no invisibles."""
+    head = text[:CLASSIFY_LIMIT]
+    head = unicodedata.normalize("NFKC", head).translate(_ZERO_WIDTH)
+    # Control characters and lone surrogates (binary junk) become spaces.
+    return "".join(
+        ch if (ch.isprintable() or ch in "\n\t") and not 0xD800 <= ord(ch) <= 0xDFFF else " "
+        for ch in head
+    )
+
+
+def merge_ranking(
+    intent_ranking: list[tuple[str, float]],
+) -> tuple[list[Ranked], Ranked | None]:
+    """Fold `complaint_<cat>` entries into one `complaint` entry; the category is the best
+    complaint_* entry, its confidence the share it holds among the complaint mass."""
+    totals: dict[str, float] = {}
+    categories: dict[str, float] = {}
+    for name, conf in intent_ranking:
+        c = float(conf) if isinstance(conf, int | float) and math.isfinite(conf) else 0.0
+        c = min(max(c, 0.0), 1.0)
+        intent, cat = split_intent(str(name))
+        totals[intent] = totals.get(intent, 0.0) + c
+        if cat is not None:
+            categories[cat] = categories.get(cat, 0.0) + c
+    ranked = sorted(
+        (Ranked(n, min(c, 1.0)) for n, c in totals.items()), key=lambda r: -r.confidence
+    )[:MAX_RANKING]
+    category: Ranked | None = None
+    if categories:
+        best = max(categories.items(), key=lambda kv: kv[1])
+        mass = sum(categories.values())
+        category = Ranked(best[0], best[1] / mass if mass > 0 else 0.0)
+    return ranked, category
+
+
+def complete_parse(
+    text: str,
+    intent_ranking: list[tuple[str, float]],
+    model_entities: list[Entity] | None = None,
+) -> Parse:
+    """The full Parse for `text` from a backend's raw ranking (names may be complaint_<cat>)."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    ranked, category = merge_ranking(intent_ranking)
+    cleaned = clean_for_model(text)
+    if not ranked or not cleaned.strip():
+        ranked = [Ranked("out_of_scope", 1.0)]
+    top = ranked[0]
+    if top.name != "out_of_scope" and top.confidence < OOS_THRESHOLD:
+        oos = next((r.confidence for r in ranked if r.name == "out_of_scope"), 0.0)
+        top = Ranked("out_of_scope", max(oos, 1.0 - top.confidence))
+    if top.name != "complaint":
+        category = None
+    elif category is None:
+        category = Ranked("other", top.confidence)
+
+    language = detect_language(cleaned)
+    feeling = sentiment(cleaned, language)
+    level = urgency(cleaned, top.name, category.name if category else None)
+
+    # Model entities must point into the text. The rules are exact for ids, amounts and
+    # contacts, so model entities of those types only compete with them (longest wins: a learned
+    # tagger may clip "123-45" out of "123-4567"); other types (product, store, ...) go first.
+    valid = [e for e in (model_entities or []) if 0 <= e.start < e.end <= len(text)]
+    preferred = [e for e in valid if e.entity not in _RULE_TYPES]
+    competing = [e for e in valid if e.entity in _RULE_TYPES]
+    entities = resolve_overlaps(regex_entities(text) + competing, prefer=preferred)
+    return Parse(
+        text=text,
+        language=language,
+        intent=top,
+        intent_ranking=tuple(ranked),
+        category=category,
+        sentiment=feeling,
+        urgency=level,
+        entities=tuple(entities),
+    )
+
