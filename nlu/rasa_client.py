@@ -25,8 +25,8 @@ MAX_CHARS = 4000
 
 # Rasa reads text that starts with "/" as an intent name ("/greet" is forced to greet with
 # confidence 1.0; "/start" is sanitised to "start"). A leading zero-width space is not
-# whitespace to Rasa's str.strip(), so the slash no longer comes first, while the
-# WhitespaceTokenizer drops it together with the slash: the model sees the same words.
+# whitespace to Python's str.strip() (which Rasa applies), so the slash no longer comes first,
+# while the WhitespaceTokenizer drops it together with the slash: the model sees the same words.
 _SLASH_GUARD = "\u200b"
 
 # The few concurrent requests a batch keeps in flight: enough to hide round trips, not so
@@ -43,11 +43,16 @@ class RasaUnavailable(Exception):
 
 
 def prepare_text(text: str) -> tuple[str, int]:
-    """The text to send and how many characters were put in front of the customer's text."""
-    text = text[:MAX_CHARS]
-    if text.lstrip().startswith("/"):
-        return _SLASH_GUARD + text, len(_SLASH_GUARD)
-    return text, 0
+    """The text to send, and what to add to Rasa's offsets to point into `text` again.
+
+    Rasa strips the text before parsing and reports entity offsets into the stripped text;
+    stripping here makes that explicit, and the guard's length is taken off again.
+    """
+    stripped = text.strip()
+    offset = len(text) - len(text.lstrip())
+    if stripped.startswith("/"):
+        return _SLASH_GUARD + stripped, offset - len(_SLASH_GUARD)
+    return stripped, offset
 
 
 def _ranking(answer: dict[str, Any]) -> list[tuple[str, float]]:
@@ -65,12 +70,12 @@ def _ranking(answer: dict[str, Any]) -> list[tuple[str, float]]:
     return ranking
 
 
-def _entities(answer: dict[str, Any], text: str, shift: int) -> list[Entity]:
+def _entities(answer: dict[str, Any], text: str, offset: int) -> list[Entity]:
     """Rasa's entities with offsets into the customer's own text."""
     found: list[Entity] = []
     for item in answer.get("entities") or []:
         try:
-            start, end = int(item["start"]) - shift, int(item["end"]) - shift
+            start, end = int(item["start"]) + offset, int(item["end"]) + offset
             name = str(item["entity"])
         except (KeyError, TypeError, ValueError):
             continue
@@ -83,11 +88,11 @@ def _entities(answer: dict[str, Any], text: str, shift: int) -> list[Entity]:
     return found
 
 
-def to_parse(text: str, answer: dict[str, Any], shift: int = 0) -> Parse:
-    """Maps one /model/parse answer for `text` (as sent, minus `shift` guard chars)."""
+def to_parse(text: str, answer: dict[str, Any], offset: int = 0) -> Parse:
+    """Maps one /model/parse answer for `text`; `offset` comes from `prepare_text`."""
     from nlu.enrich import complete_parse  # late: enrich loads lexicons the client need not
 
-    return complete_parse(text, _ranking(answer), _entities(answer, text, shift))
+    return complete_parse(text, _ranking(answer), _entities(answer, text, offset))
 
 
 class RasaInterpreter:
@@ -144,8 +149,8 @@ class RasaInterpreter:
         if not bounded.strip():
             # Nothing to classify; the model would only guess. Let enrich decide (out_of_scope).
             return to_parse(bounded, {})
-        sent, shift = prepare_text(bounded)
-        return to_parse(bounded, await self.parse_raw(sent), shift)
+        sent, offset = prepare_text(bounded)
+        return to_parse(bounded, await self.parse_raw(sent), offset)
 
     async def parse_many(self, texts: list[str]) -> list[Parse]:
         gate = asyncio.Semaphore(self._concurrency)
