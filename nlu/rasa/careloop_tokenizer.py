@@ -17,9 +17,9 @@ sets it for training and serving), not through careloop's own `nlu` package, who
 code must never be loaded into Rasa's Python 3.10 venv.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # also makes list[...] and X | None fine on Python 3.10
 
-from typing import Any, Dict, List, Optional, Text
+from typing import Any
 
 import regex
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
@@ -43,7 +43,7 @@ class CareloopTokenizer(Tokenizer):
     """Han characters one by one; other words as runs of word characters."""
 
     @staticmethod
-    def get_default_config() -> Dict[Text, Any]:
+    def get_default_config() -> dict[str, Any]:
         return {
             "intent_tokenization_flag": False,
             "intent_split_symbol": "_",
@@ -52,10 +52,10 @@ class CareloopTokenizer(Tokenizer):
         }
 
     @staticmethod
-    def supported_languages() -> Optional[List[Text]]:
+    def supported_languages() -> list[str] | None:
         return None  # any: the rules above do not depend on a language setting
 
-    def tokenize(self, message: Message, attribute: Text) -> List[Token]:
+    def tokenize(self, message: Message, attribute: str) -> list[Token]:
         text = message.get(attribute) or ""
         tokens = [Token(m.group(), m.start()) for m in _TOKEN.finditer(text)]
         if not tokens:
