@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from functools import lru_cache
 
 from nlu.entities import regex_entities, resolve_overlaps
 from nlu.language import detect_language
@@ -34,11 +35,18 @@ def clean_for_model(text: str) -> str:
     """What the classifiers see: bounded, NFKC-folded (full-width → ASCII), no invisibles."""
     head = text[:CLASSIFY_LIMIT]
     head = unicodedata.normalize("NFKC", head).translate(_ZERO_WIDTH)
+    if head.isprintable():  # the common case, checked in C
+        return head
     # Control characters and lone surrogates (binary junk) become spaces.
     return "".join(
         ch if (ch.isprintable() or ch in "\n\t") and not 0xD800 <= ord(ch) <= 0xDFFF else " "
         for ch in head
     )
+
+
+@lru_cache(maxsize=256)
+def _split(name: str) -> tuple[str, str | None]:
+    return split_intent(name)
 
 
 def merge_ranking(
@@ -51,7 +59,7 @@ def merge_ranking(
     for name, conf in intent_ranking:
         c = float(conf) if isinstance(conf, int | float) and math.isfinite(conf) else 0.0
         c = min(max(c, 0.0), 1.0)
-        intent, cat = split_intent(str(name))
+        intent, cat = _split(str(name))
         totals[intent] = totals.get(intent, 0.0) + c
         if cat is not None:
             categories[cat] = categories.get(cat, 0.0) + c

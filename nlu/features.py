@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import partial
 from itertools import pairwise
+from operator import is_not
 
 import numpy as np
 
@@ -18,6 +20,7 @@ _DIGITS = re.compile(r"\d")
 _WORD = re.compile(r"[a-z0-9']+|[^\sa-z0-9'\w]|\w", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 CHAR_NGRAMS = (1, 4)
+_known = partial(is_not, None)
 
 
 def normalise(text: str) -> str:
@@ -35,11 +38,8 @@ def char_ngrams(text: str) -> list[str]:
             continue
         padded = f" {word} "
         n_chars = len(padded)
-        for n in range(lo, hi + 1):
-            if n > n_chars:
-                break
-            for i in range(n_chars - n + 1):
-                out.append(padded[i : i + n])
+        for n in range(lo, min(hi, n_chars) + 1):
+            out += [padded[i : i + n] for i in range(n_chars - n + 1)]
     return out
 
 
@@ -61,8 +61,8 @@ class FastTfidf:
         self.analyze = char_ngrams if analyzer == "char" else word_ngrams
 
     def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        vocab = self.vocabulary
-        counts = Counter(vocab[g] for g in self.analyze(text) if g in vocab)
+        # map/filter run in C; unknown n-grams (None) are dropped.
+        counts = Counter(filter(_known, map(self.vocabulary.get, self.analyze(text))))
         if not counts:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
         idx = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))

@@ -1,0 +1,249 @@
+"""NLU figures: speed, memory and quality on the public dev sets (prints numbers, never
+pass/fail). Run: .venv/bin/python -m bench.nlu [--quick]
+
+The embedded backend is always measured; the Rasa backend too when CARELOOP_RASA_URL (default
+http://127.0.0.1:5005) answers, for a side-by-side table.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core: the throughput figure must not depend on how many cores BLAS finds.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import csv  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.nlu_mappings import MAPPINGS, LabelMap  # noqa: E402
+from config.nlu_cli import evaluate, parse_all  # noqa: E402
+from nlu.types import Interpreter  # noqa: E402
+
+DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nlu_dev"
+
+SAMPLE_TEXTS = [
+    "I was charged twice for order 123-4567",
+    "where is my complaint CL-1042?",
+    "the cashier was really rude to me today 😡",
+    "my parcel is 2 weeks late @careloop #fail",
+    "我的快递怎么还没到，都一个星期了",
+    "充电宝充电的时候冒烟了，太危险了",
+    "hi",
+    "what's the weather like tomorrow",
+    "thanks, great service!",
+    "转人工",
+    "app keeps crashing when I pay",
+    "订单123-4567扣了两次钱，¥200",
+]
+
+
+def rows_of(path: Path, text_col: str, label_col: str) -> list[tuple[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        return [(r[text_col] or "", (r[label_col] or "").strip()) for r in csv.DictReader(fh)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def speed(make: Callable[[], Interpreter], n_single: int, n_batch: int) -> dict[str, float]:
+    async def go() -> dict[str, float]:
+        interp = make()
+        try:
+            await interp.parse("warm up")
+            lat: list[float] = []
+            for i in range(n_single):
+                t = time.perf_counter()
+                await interp.parse(SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)])
+                lat.append((time.perf_counter() - t) * 1000)
+            batch = [f"{SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)]} {i}" for i in range(n_batch)]
+            t = time.perf_counter()
+            for i in range(0, n_batch, 500):
+                await interp.parse_many(batch[i : i + 500])
+            elapsed = time.perf_counter() - t
+        finally:
+            await interp.close()
+        return {
+            "p50_ms": statistics.median(lat),
+            "p99_ms": percentile(lat, 0.99),
+            "texts_per_s": n_batch / elapsed,
+        }
+
+    return asyncio.run(go())
+
+
+def quality(make: Callable[[], Interpreter], limit: int | None) -> dict[str, Any]:
+    """Every quality figure; a missing file is reported, not fatal."""
+    out: dict[str, Any] = {}
+
+    def scored(name: str, rows: list[tuple[str, str]], m: LabelMap) -> Any:
+        return evaluate(make(), _sample(rows, m, limit), m.field, m.map_gold, m.map_pred)
+
+    bitext = DEV / "bitext_customer_service_8k_utterances.csv"
+    if bitext.is_file():
+        rows = rows_of(bitext, "utterance", "intent")
+        s = scored("bitext", rows, MAPPINGS["bitext"])
+        out["bitext intent acc (mapped rows)"] = s.accuracy
+        out["bitext intent macro-F1 (mapped rows)"] = s.macro_f1
+        # "In-scope retail": the Bitext rows whose intent our vocabulary covers.
+        out["bitext retail rejected as out_of_scope"] = _share_predicted(
+            make, rows, MAPPINGS["bitext"], limit
+        )
+        c = scored("bitext_complaint", rows, MAPPINGS["bitext_complaint"])
+        out["bitext complaint F1 (complaint vs not)"] = c.per_label["complaint"]["f1"]
+        out["bitext all rows rejected as out_of_scope"] = _share_predicted(
+            make, rows, LabelMap("intent", {}, default="x"), limit
+        )
+        k = scored("bitext_category", rows, MAPPINGS["bitext_category"])
+        out["bitext category acc (billing/returns/delivery)"] = k.accuracy
+    else:
+        print(f"skip Bitext: {bitext} not found")
+
+    clinc = DEV / "clinc150_train_val.csv"
+    if clinc.is_file():
+        rows = rows_of(clinc, "text", "intent")
+        oos = [r for r in rows if r[1] == "oos"]
+        s = scored("clinc", oos, MAPPINGS["clinc_oos"])
+        out["clinc oos recall"] = s.per_label["out_of_scope"]["recall"]
+        other = [r for r in rows if r[1] != "oos" and r[0]][:: 5]
+        out["clinc in-domain (bank/travel/...) rejected"] = _share_predicted(
+            make, other, LabelMap("intent", {}, default="x"), limit
+        )
+    else:
+        print(f"skip CLINC150: {clinc} not found")
+
+    chn = DEV / "ChnSentiCorp_htl_all.csv"
+    if chn.is_file():
+        s = scored("chn", rows_of(chn, "review", "label"), MAPPINGS["chnsenticorp"])
+        out["ChnSentiCorp sentiment acc (neutral = wrong)"] = s.accuracy
+    else:
+        print(f"skip ChnSentiCorp: {chn} not found")
+
+    bank = DEV / "banking77_train.csv"
+    if bank.is_file():
+        s = scored("banking77", rows_of(bank, "text", "category"), MAPPINGS["banking77"])
+        out["banking77 category acc (9 mapped intents)"] = s.accuracy
+    else:
+        print(f"skip Banking77: {bank} not found")
+    return out
+
+
+def _sample(rows: list[tuple[str, str]], m: LabelMap, limit: int | None) -> list[tuple[str, str]]:
+    """The rows the mapping keeps; with a limit, an even spread of them (files are sorted)."""
+    kept = [r for r in rows if m.map_gold(r[1]) is not None]
+    if limit and len(kept) > limit:
+        kept = kept[:: len(kept) // limit][:limit]
+    return kept
+
+
+def _share_predicted(
+    make: Callable[[], Interpreter], rows: list[tuple[str, str]], m: LabelMap, limit: int | None
+) -> float:
+    parses = parse_all(make(), [t for t, _ in _sample(rows, m, limit)])
+    return sum(p.intent.name == "out_of_scope" for p in parses) / max(1, len(parses))
+
+
+def embedded_training() -> dict[str, float]:
+    from nlu.embedded import LinearModel, train
+    from nlu.training_data import load_training_data
+
+    data = load_training_data()
+    tracemalloc.start()
+    t = time.perf_counter()
+    model = train(data)
+    train_s = time.perf_counter() - t
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.npz"
+        model.save(path)
+        t = time.perf_counter()
+        LinearModel.load(path)
+        load_s = time.perf_counter() - t
+        size = path.stat().st_size
+    return {
+        "examples": float(len(data.examples)),
+        "train_s": train_s,
+        "cache_load_s": load_s,
+        "model_file_mb": size / 1e6,
+        "train_peak_mb (tracemalloc)": peak / 1e6,
+    }
+
+
+def rasa_factory() -> Callable[[], Interpreter] | None:
+    url = os.environ.get("CARELOOP_RASA_URL", "http://127.0.0.1:5005").rstrip("/")
+    try:
+        from nlu.rasa_client import RasaInterpreter
+    except ImportError as exc:
+        print(f"Rasa: client not importable ({exc}); Rasa column left empty")
+        return None
+    try:
+        with urllib.request.urlopen(f"{url}/status", timeout=2) as resp:
+            resp.read()
+    except Exception as exc:  # any failure means: not reachable
+        print(f"Rasa: not reachable at {url} ({type(exc).__name__}); Rasa column left empty")
+        return None
+    return lambda: RasaInterpreter(url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer rows and iterations")
+    args = ap.parse_args(argv)
+    limit = 300 if args.quick else None
+    n_single, n_batch = (300, 2000) if args.quick else (2000, 10000)
+
+    from nlu.embedded import EmbeddedInterpreter
+
+    # A private cache directory: the figures include one real training run.
+    os.environ["CARELOOP_NLU_CACHE"] = tempfile.mkdtemp(prefix="careloop-nlu-bench-")
+    columns: dict[str, dict[str, Any]] = {}
+    shared = EmbeddedInterpreter(preload=True)  # trains once into the private cache
+
+    def embedded() -> Interpreter:
+        return shared
+
+    col: dict[str, Any] = {}
+    col.update(embedded_training())
+    col.update(speed(embedded, n_single, n_batch))
+    col.update(quality(embedded, limit))
+    col["peak RSS mb (whole run)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    columns["embedded"] = col
+
+    rasa = rasa_factory()
+    if rasa is not None:
+        r: dict[str, Any] = {}
+        r.update(speed(rasa, min(n_single, 300), min(n_batch, 2000)))
+        r.update(quality(rasa, limit))
+        columns["rasa"] = r
+
+    keys: list[str] = []
+    for c in columns.values():
+        keys.extend(k for k in c if k not in keys)
+    width = max(len(k) for k in keys)
+    print(f"\n{'figure':<{width}}  " + "  ".join(f"{n:>10}" for n in columns))
+    for k in keys:
+        cells = []
+        for c in columns.values():
+            v = c.get(k)
+            text = f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))
+            cells.append(f"{text:>10}")
+        print(f"{k:<{width}}  " + "  ".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
