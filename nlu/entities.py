@@ -26,7 +26,13 @@ _CUR_WORD = (
 # (entity, pattern, group holding the value). Order matters only as a tie-breaker: overlapping
 # matches are resolved longest-first, then by this order.
 _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
-    ("email", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}"), 0),
+    # Bounded repeats and a left boundary keep every pattern linear on hostile input
+    # (an unbounded `[\w.]+@` backtracks quadratically over 20,000 letters without an @).
+    (
+        "email",
+        re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){0,8}\.[A-Za-z]{2,24}"),
+        0,
+    ),
     ("ticket_id", re.compile(r"(?<![A-Za-z0-9])CL-?\s?\d{1,10}(?!\d)", re.IGNORECASE), 0),
     (
         "amount",
