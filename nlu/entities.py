@@ -17,6 +17,9 @@ from nlu.types import Entity
 # time, and the first screenful holds the order number if there is one.
 SCAN_LIMIT = 20_000
 
+# Latin letters and digits only: Python's \w also matches Chinese characters, and Chinese text
+# puts ids and amounts right against words ("订单123-4567扣了两次").
+_A = "A-Za-z0-9"
 _CUR_SYM = r"[$¥￥€£]"
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?|\d+(?:\.\d{1,2})?"
 _CUR_WORD = (
@@ -30,7 +33,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     # (an unbounded `[\w.]+@` backtracks quadratically over 20,000 letters without an @).
     (
         "email",
-        re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){0,8}\.[A-Za-z]{2,24}"),
+        re.compile(rf"(?<![{_A}.+-])[{_A}._%+-]{{1,64}}@[{_A}-]{{1,63}}(?:\.[{_A}-]{{1,63}}){{0,8}}\.[A-Za-z]{{2,24}}"),
         0,
     ),
     ("ticket_id", re.compile(r"(?<![A-Za-z0-9])CL-?\s?\d{1,10}(?!\d)", re.IGNORECASE), 0),
@@ -39,7 +42,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
         re.compile(
             rf"(?:(?:US|HK|A|C|NZ)?{_CUR_SYM}\s?(?:{_NUM})"
             rf"|(?:USD|RMB|CNY|EUR|GBP)\s?(?:{_NUM})"
-            rf"|(?<![\w.,-])(?:{_NUM})\s?(?:{_CUR_WORD})(?![A-Za-z]))",
+            rf"|(?<![A-Za-z0-9.,-])(?:{_NUM})\s?(?:{_CUR_WORD})(?![A-Za-z]))",
             re.IGNORECASE,
         ),
         0,
@@ -47,9 +50,9 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     (
         "phone",
         re.compile(
-            r"(?<![\w-])(?:\+?86[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)"  # CN mobile
-            r"|(?<![\w-])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?!\d)"  # NANP
-            r"|(?<![\w-])\+\d{1,3}[\s.-]?\d{2,4}(?:[\s.-]?\d{2,4}){2,3}(?!\d)"  # other intl
+            r"(?<![A-Za-z0-9-])(?:\+?86[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)"  # CN mobile
+            r"|(?<![A-Za-z0-9-])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?!\d)"  # NANP
+            r"|(?<![A-Za-z0-9-])\+\d{1,3}[\s.-]?\d{2,4}(?:[\s.-]?\d{2,4}){2,3}(?!\d)"  # other intl
         ),
         0,
     ),
@@ -58,7 +61,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
         # After an explicit cue ("order #", "订单号", "单号") almost any id-like token counts.
         re.compile(
             r"(?:order|ord|订单|单号|订单号|order\s*(?:no|number|num|id))\.?\s*(?:no\.?|number|"
-            r"id|号|编号)?\s*[#:：=]?\s*([A-Z]{0,4}-?\d[\dA-Z-]{3,30})(?![\w-])",
+            r"id|号|编号)?\s*[#:：=]?\s*([A-Z]{0,4}-?\d[\dA-Z-]{3,30})(?![A-Za-z0-9-])",
             re.IGNORECASE,
         ),
         1,
@@ -68,8 +71,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
         # Without a cue: the dashed shapes retailers print (123-4567, 112-1234567-1234567)
         # and "#12345".
         re.compile(
-            r"(?<![\w$¥￥€£.,-])(?:\d{3}-\d{7}-\d{7}|\d{3}-\d{4,8}|#\d{4,14}"
-            r"|(?:ORD|SO|PO)-?\d{4,14})(?![\w-])",
+            r"(?<![A-Za-z0-9$¥￥€£.,-])(?:\d{3}-\d{7}-\d{7}|\d{3}-\d{4,8}|#\d{4,14}"
+            r"|(?:ORD|SO|PO)-?\d{4,14})(?![A-Za-z0-9-])",
             re.IGNORECASE,
         ),
         0,

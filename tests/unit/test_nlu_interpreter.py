@@ -84,7 +84,9 @@ def test_is_an_interpreter(nlu: EmbeddedInterpreter) -> None:
         ("店里地上全是垃圾，厕所也很脏", "store_environment"),
     ],
 )
-async def test_complaints_and_their_category(nlu: EmbeddedInterpreter, text: str, category: str) -> None:
+async def test_complaints_and_their_category(
+    nlu: EmbeddedInterpreter, text: str, category: str
+) -> None:
     p = await nlu.parse(unseen(text))
     assert_valid(p)
     assert p.intent.name == "complaint", p.to_dict()
