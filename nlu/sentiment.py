@@ -101,7 +101,7 @@ def _clause_score(clause: str) -> float:
         nxt = toks[idx + 1] if idx + 1 < len(toks) else ""
         if tok in _BLOCK_SET:
             continue
-        if tok in lex.CONTRAST:
+        if tok in lex.CONTRAST and idx > 0:
             contrast_at = idx
             negate, degree = False, 1.0
             continue
@@ -136,8 +136,9 @@ def _clause_score(clause: str) -> float:
 def chinese_score(text: str) -> float:
     raw = 0.0
     for clause in _CLAUSE.split(text[:_SCAN]):
-        if clause:
-            raw += _clause_score(clause)
+        if not clause:
+            continue
+        raw += _clause_score(clause)
     bang = min(text.count("!") + text.count("！"), 4)
     raw *= 1.0 + 0.08 * bang
     # Same squashing as VADER's compound, so the two languages share a scale.
