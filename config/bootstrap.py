@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TextIO
@@ -23,6 +23,7 @@ from desk.context import DeskContext
 from storage import accounts
 from storage.db import Store, create_store
 from storage.dispatch import DispatchPolicy, Sender, run_dispatcher
+from storage.intake import TicketIntake
 from storage.migrate import upgrade
 from storage.sla import SlaPolicy, Target
 from storage.sla_timer import check_deadlines
@@ -108,7 +109,11 @@ async def prepare(service: Service, out: TextIO, *, first_admin: bool = True) ->
                 now=now,
             )
             # Printed once, on the terminal only (never logged): the operator needs it to log in.
-            print(f"First desk account created: user admin, password {password}", file=out, flush=True)
+            print(
+                f"First desk account created: user admin, password {password}",
+                file=out,
+                flush=True,
+            )
 
 
 async def _sla_loop(service: Service, stop: asyncio.Event) -> None:
@@ -129,7 +134,11 @@ async def _sla_loop(service: Service, stop: asyncio.Event) -> None:
 
 
 async def _serve_desk(service: Service, stop: asyncio.Event, out: TextIO) -> None:
-    ctx = DeskContext(store=service.store, rules=service.rules, hasher=service.hasher)
+    intake = TicketIntake(service.store, service.rules)
+    intake.start()
+    ctx = DeskContext(
+        store=service.store, rules=service.rules, hasher=service.hasher, intake=intake
+    )
     runner = web.AppRunner(make_app(ctx), handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, service.settings.desk_host, service.settings.desk_port)
@@ -141,7 +150,8 @@ async def _serve_desk(service: Service, stop: asyncio.Event, out: TextIO) -> Non
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await runner.cleanup()  # finishes requests in flight, so their tickets are written
+        await intake.close()
 
 
 def _parts(role: str, service: Service, stop: asyncio.Event, out: TextIO) -> list[Awaitable[None]]:
@@ -181,17 +191,18 @@ async def run_service(
         await service.store.close()
 
 
-async def _until_stopped(tasks: list[asyncio.Future[None]], stop: asyncio.Event) -> None:
+async def _until_stopped(tasks: Sequence[asyncio.Future[Any]], stop: asyncio.Event) -> None:
     """Run until SIGTERM (or a part crashing); then give work in flight a few seconds."""
-    waiter = asyncio.ensure_future(stop.wait())
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
-    crashed = [t for t in done if t is not waiter and t.exception() is not None]
-    _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS) if tasks else (set(), set())
-    for task in pending:
-        task.cancel()
-    if crashed:
-        raise crashed[0].exception()  # type: ignore[misc]
+    crashed = [t.exception() for t in done if t is not waiter and t.exception() is not None]
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+        for task in pending:
+            task.cancel()
+    if crashed and crashed[0] is not None:
+        raise crashed[0]
 
 
 OnStart = Callable[[Service], Awaitable[None]]

@@ -54,6 +54,9 @@ async def _detail(request: web.Request, ticket_id: int) -> dict:  # type: ignore
 
 async def create_ticket(request: web.Request) -> web.Response:
     body = await read_model(request, TicketIn)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 100:
+        raise ApiError(422, "invalid", "Idempotency-Key: 1 to 100 characters")
     ctx = request.app[CTX]
     agent = current_agent(request)
     async with ctx.store.transaction() as session:
@@ -64,24 +67,24 @@ async def create_ticket(request: web.Request) -> web.Response:
             email=body.customer.email,
             now=ctx.rules.clock(),
         )
-        ticket = await tickets.create_ticket(
-            session,
-            ctx.rules,
-            tickets.NewTicket(
-                kind=body.kind,
-                channel=body.channel,
-                description=body.description,
-                customer_id=customer.id,
-                subject=body.subject,
-                category=body.category,
-                priority=body.priority,
-                order_number=body.order_number,
-                store=body.store,
-                language=body.language,
-                actor=f"agent:{agent.username}",
-            ),
+    made = await ctx.intake.create(
+        tickets.NewTicket(
+            kind=body.kind,
+            channel=body.channel,
+            description=body.description,
+            customer_id=customer.id,
+            subject=body.subject,
+            category=body.category,
+            priority=body.priority,
+            order_number=body.order_number,
+            store=body.store,
+            language=body.language,
+            actor=f"agent:{agent.username}",
+            # A client that retries a timed-out create with the same key gets the same ticket.
+            intake_key=f"api:{agent.id}:{key}" if key else None,
         )
-    return web.json_response(await _detail(request, ticket.id), status=201)
+    )
+    return web.json_response(await _detail(request, made.id), status=201 if made.created else 200)
 
 
 async def list_tickets(request: web.Request) -> web.Response:

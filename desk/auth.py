@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from desk.context import CTX
@@ -18,11 +20,16 @@ async def authenticate(request: web.Request) -> Agent:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthenticated", "send Authorization: Bearer <token>")
+    token = token.strip()
     ctx = request.app[CTX]
-    async with ctx.store.transaction() as session:
-        agent = await agent_for_token(session, token.strip(), ctx.rules.clock())
+    now = time.monotonic()
+    agent = ctx.tokens.get(token, now)
     if agent is None:
-        raise ApiError(401, "unauthenticated", "the token is unknown or revoked")
+        async with ctx.store.transaction() as session:
+            agent = await agent_for_token(session, token, ctx.rules.clock())
+        if agent is None:
+            raise ApiError(401, "unauthenticated", "the token is unknown or revoked")
+        ctx.tokens.put(token, agent, now)
     return agent
 
 

@@ -11,9 +11,34 @@ from argon2 import PasswordHasher
 from prometheus_client import CollectorRegistry
 
 from storage.db import Store
+from storage.intake import TicketIntake
 from storage.tickets import TicketRules
 
 HealthProbe = Callable[[], dict[str, Any]]
+
+
+@dataclass
+class TokenCache:
+    """API token -> agent id, role and name for a short while, so a busy integration does not
+    pay a database round trip per request. A revoked token stops working within `ttl`."""
+
+    ttl: float = 30.0
+    max_entries: int = 10_000
+    entries: dict[str, tuple[float, Any]] = field(default_factory=dict)
+
+    def get(self, token: str, now: float) -> Any | None:
+        hit = self.entries.get(token)
+        if hit is None or hit[0] < now:
+            return None
+        return hit[1]
+
+    def put(self, token: str, agent: Any, now: float) -> None:
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        self.entries[token] = (now + self.ttl, agent)
+
+    def clear(self) -> None:
+        self.entries.clear()
 
 
 @dataclass
@@ -21,7 +46,9 @@ class DeskContext:
     store: Store
     rules: TicketRules
     hasher: PasswordHasher
+    intake: TicketIntake
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    tokens: TokenCache = field(default_factory=TokenCache)
     # Extra parts of /healthz (the NLU backend, the monitors' streams, the workers).
     health: Mapping[str, HealthProbe] = field(default_factory=dict)
 

@@ -45,6 +45,10 @@ TICKET_SCHEMA: dict[str, Any] = {
 }
 
 
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 def _page(item: str) -> dict[str, Any]:
     return {
         "type": "object",
@@ -68,7 +72,7 @@ def build_spec(operations: Iterable[Operation]) -> dict[str, Any]:
     }
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        error = {"content": {"application/json": {"schema": _ref("Error")}}}
         item: dict[str, Any] = {
             "summary": op.summary,
             "operationId": op.handler.__name__,
@@ -115,7 +119,7 @@ def build_spec(operations: Iterable[Operation]) -> dict[str, Any]:
             schemas[name] = schema
             item["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+                "content": {"application/json": {"schema": _ref(name)}},
             }
         paths.setdefault(op.path, {})[op.method.lower()] = item
     return {

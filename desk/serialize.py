@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from storage.lifecycle import allowed_moves, format_number
-from storage.models import Agent, Customer, Message, Ticket, TicketEvent
+from storage.models import Agent, Message, TicketEvent
 from storage.queries import TicketDetail, TicketRow
 
 
@@ -20,11 +20,12 @@ def _sla_state(met_at: datetime | None, breached_at: datetime | None) -> str:
     return "met" if met_at is not None else "running"
 
 
-def customer_json(c: Customer) -> dict[str, Any]:
+def customer_json(c: Any) -> dict[str, Any]:
     return {"id": c.id, "name": c.name, "phone": c.phone, "email": c.email}
 
 
-def ticket_json(t: Ticket, customer: Customer, assignee: str | None) -> dict[str, Any]:
+def ticket_json(t: Any, customer: Any, assignee: str | None) -> dict[str, Any]:
+    """`t` is a Ticket or a row with the same columns; `customer` likewise."""
     return {
         "number": format_number(t.id),
         "status": t.status,

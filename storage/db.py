@@ -81,7 +81,9 @@ def create_store(url: str, *, echo: bool = False, pool_size: int = 10) -> Store:
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
     if parsed.get_backend_name() == "postgresql":
-        kwargs |= {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+        # No pre-ping: it costs a round trip per transaction. A connection that died with the
+        # server fails one statement, and SQLAlchemy then invalidates the whole pool.
+        kwargs |= {"pool_size": pool_size, "max_overflow": pool_size, "pool_recycle": 1800}
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)

@@ -173,6 +173,9 @@ class Ticket(Base):
     reminded_at: Mapped[datetime | None]
     escalated_at: Mapped[datetime | None]
     csat: Mapped[int | None] = mapped_column(Integer)
+    # Set by callers that may retry a create (a chat confirmation, an API Idempotency-Key):
+    # the same key always yields the same ticket.
+    intake_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     __mapper_args__ = {"version_id_col": version}
 
@@ -192,7 +195,8 @@ class TicketEvent(Base):
 
 
 class Message(Base):
-    """One message of a conversation or ticket, either way. `external_id` dedupes platform retries."""
+    """One message of a conversation or ticket, either way.
+    `external_id` dedupes a platform's retried deliveries."""
 
     __tablename__ = "messages"
     __table_args__ = (
@@ -315,7 +319,9 @@ class OutboxMessage(Base):
 class Survey(Base):
     __tablename__ = "surveys"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    ticket_id: Mapped[int] = mapped_column(
+        ForeignKey("tickets.id", ondelete="CASCADE"), index=True
+    )
     score: Mapped[int | None] = mapped_column(Integer)
     comment: Mapped[str | None] = mapped_column(Text)
     channel: Mapped[str] = mapped_column(String(16))

@@ -29,9 +29,25 @@ class TicketFilter:
 
 @dataclass
 class TicketRow:
-    ticket: Ticket
-    customer: Customer
+    """A list row: `ticket` and `customer` carry the columns as attributes (plain rows, not
+    ORM objects, because hydrating identity-mapped objects cost more than the query)."""
+
+    ticket: Any
+    customer: Any
     assignee: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerSummary:
+    id: int
+    name: str | None
+    phone: str | None
+    email: str | None
+
+
+TICKETS = Ticket.__table__
+CUSTOMERS = Customer.__table__
+AGENTS = Agent.__table__
 
 
 @dataclass
@@ -91,9 +107,15 @@ async def list_tickets(
 ) -> tuple[list[TicketRow], str | None]:
     """Most urgent first: priority, then the nearest resolution deadline, then the oldest."""
     query = _filtered(
-        select(Ticket, Customer, Agent.username)
-        .join(Customer, Customer.id == Ticket.customer_id)
-        .outerjoin(Agent, Agent.id == Ticket.assignee_id),
+        select(
+            TICKETS,
+            CUSTOMERS.c.name.label("customer_name"),
+            CUSTOMERS.c.phone.label("customer_phone"),
+            CUSTOMERS.c.email.label("customer_email"),
+            AGENTS.c.username.label("assignee_name"),
+        )
+        .join(CUSTOMERS, CUSTOMERS.c.id == TICKETS.c.customer_id)
+        .outerjoin(AGENTS, AGENTS.c.id == TICKETS.c.assignee_id),
         f,
     )
     if cursor:
@@ -112,7 +134,14 @@ async def list_tickets(
             )
         )
     query = query.order_by(Ticket.priority, Ticket.resolution_due, Ticket.id).limit(limit + 1)
-    rows = [TicketRow(t, c, a) for t, c, a in (await session.execute(query)).all()]
+    rows = [
+        TicketRow(
+            r,
+            CustomerSummary(r.customer_id, r.customer_name, r.customer_phone, r.customer_email),
+            r.assignee_name,
+        )
+        for r in (await session.execute(query)).all()
+    ]
     next_cursor = encode_cursor(rows[limit - 1].ticket) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
@@ -132,7 +161,9 @@ async def ticket_detail(session: AsyncSession, ticket_id: int) -> TicketDetail:
     events = list(
         (
             await session.scalars(
-                select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(TicketEvent.id)
+                select(TicketEvent)
+                .where(TicketEvent.ticket_id == ticket_id)
+                .order_by(TicketEvent.id)
             )
         ).all()
     )

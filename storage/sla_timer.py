@@ -7,8 +7,10 @@ so any number of workers may run it; on PostgreSQL they skip each other's locked
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.lifecycle import OPEN_STATUSES
@@ -29,7 +31,7 @@ async def check_deadlines(session: AsyncSession, rules: TicketRules, *, postgres
     result = SlaPass()
     open_ = Ticket.status.in_(OPEN_STATUSES)
 
-    def lock(query):  # type: ignore[no-untyped-def]
+    def lock(query: Select[Any]) -> Select[Any]:
         return query.with_for_update(skip_locked=True) if postgres else query
 
     first = await session.scalars(
@@ -89,7 +91,7 @@ async def check_deadlines(session: AsyncSession, rules: TicketRules, *, postgres
     return result
 
 
-def _breach(session: AsyncSession, ticket: Ticket, target: str, due: str, now) -> None:  # type: ignore[no-untyped-def]
+def _breach(session: AsyncSession, ticket: Ticket, target: str, due: str, now: datetime) -> None:
     session.add(
         TicketEvent(
             ticket_id=ticket.id, at=now, type="sla_breached", actor="sla", to_value=target,

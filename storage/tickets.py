@@ -51,6 +51,7 @@ class NewTicket:
     language: str | None = None
     needs_human: bool = False
     actor: str = "system"
+    intake_key: str | None = None
 
 
 def _subject(description: str) -> str:
@@ -81,7 +82,8 @@ async def _notify(
     )
 
 
-async def create_ticket(session: AsyncSession, rules: TicketRules, new: NewTicket) -> Ticket:
+def validate_new(new: NewTicket) -> str:
+    """Checks a new ticket before anything is written; returns its priority."""
     if new.kind not in KINDS:
         raise Invalid(f"unknown kind {new.kind!r}")
     if new.channel not in CHANNELS:
@@ -94,43 +96,77 @@ async def create_ticket(session: AsyncSession, rules: TicketRules, new: NewTicke
     priority = new.priority or default_priority(new.kind, new.category)
     if priority not in PRIORITIES:
         raise Invalid(f"unknown priority {priority!r}")
-    now = rules.clock()
+    return priority
+
+
+def ticket_row(rules: TicketRules, new: NewTicket, now: datetime) -> dict[str, Any]:
+    """The columns of a new ticket (shared by the one-off and the batched intake)."""
+    priority = validate_new(new)
     first_due, resolution_due = rules.sla.deadlines(priority, new.category, now)
-    ticket = Ticket(
-        kind=new.kind,
-        status="new",
-        priority=priority,
-        category=new.category if new.kind == "complaint" else new.category,
-        channel=new.channel,
-        customer_id=new.customer_id,
-        identity_id=new.identity_id,
-        subject=(new.subject or _subject(description))[:200],
-        description=description,
-        order_number=new.order_number,
-        store=new.store,
-        language=new.language,
-        needs_human=new.needs_human,
-        created_at=now,
-        updated_at=now,
-        first_response_due=first_due,
-        resolution_due=resolution_due,
-    )
+    description = new.description.strip()
+    return {
+        "kind": new.kind,
+        "status": "new",
+        "priority": priority,
+        "category": new.category,
+        "channel": new.channel,
+        "customer_id": new.customer_id,
+        "identity_id": new.identity_id,
+        "subject": (new.subject or _subject(description))[:200],
+        "description": description,
+        "order_number": new.order_number,
+        "store": new.store,
+        "language": new.language,
+        "needs_human": new.needs_human,
+        "created_at": now,
+        "updated_at": now,
+        "first_response_due": first_due,
+        "resolution_due": resolution_due,
+        "intake_key": new.intake_key,
+        "version": 1,
+    }
+
+
+def created_payload(row: dict[str, Any], ticket_id: int) -> dict[str, Any]:
+    """What the customer's confirmation carries."""
+    return {
+        "number": format_number(ticket_id),
+        "language": row["language"],
+        "kind": row["kind"],
+        "category": row["category"],
+        "priority": row["priority"],
+        "first_response_due": row["first_response_due"].isoformat(),
+    }
+
+
+async def create_ticket(session: AsyncSession, rules: TicketRules, new: NewTicket) -> Ticket:
+    """A ticket inside the caller's transaction (so a chat flow can write its conversation state
+    in the same one). With an `intake_key` already used, the existing ticket comes back."""
+    now = rules.clock()
+    row = ticket_row(rules, new, now)
+    if new.intake_key:
+        existing = (
+            await session.scalars(select(Ticket).where(Ticket.intake_key == new.intake_key))
+        ).first()
+        if existing is not None:
+            return existing
+    ticket = Ticket(**row)
     session.add(ticket)
     await session.flush()
     event = _event(ticket, now, "created", new.actor, to_value="new")
     session.add(event)
-    await _notify(
-        session,
-        ticket,
-        event,
-        "ticket_created",
-        {
-            "kind": ticket.kind,
-            "category": ticket.category,
-            "priority": priority,
-            "first_response_due": first_due.isoformat(),
-        },
-    )
+    if ticket.identity_id is not None:
+        await session.flush()
+        outbox.enqueue(
+            session,
+            key=f"event:{event.id}",
+            channel=ticket.channel,
+            identity_id=ticket.identity_id,
+            ticket_id=ticket.id,
+            kind="ticket_created",
+            payload=created_payload(row, ticket.id),
+            now=now,
+        )
     return ticket
 
 

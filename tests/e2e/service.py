@@ -33,7 +33,9 @@ def careloop_env(database_url: str, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def careloop(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def careloop(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "config.cli", *args], env=env, cwd=ROOT, input=stdin,
         capture_output=True, text=True, timeout=60,

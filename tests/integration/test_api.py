@@ -13,6 +13,7 @@ from desk.app import make_app
 from desk.context import DeskContext
 from storage.accounts import issue_token, upsert_agent
 from storage.db import Store, create_store
+from storage.intake import TicketIntake
 from tests.integration.helpers import chat_customer, chat_ticket, rules
 
 
@@ -33,7 +34,8 @@ async def api(store: Store) -> AsyncIterator[Api]:
         for name, role in (("root", "admin"), ("alice", "agent")):
             await upsert_agent(s, hasher, username=name, role=role, password=None, now=r.clock())
             tokens[name] = await issue_token(s, name, r.clock())
-    ctx = DeskContext(store=store, rules=r, hasher=hasher)
+    intake = TicketIntake(store, r)
+    ctx = DeskContext(store=store, rules=r, hasher=hasher, intake=intake)
     client = TestClient(TestServer(make_app(ctx)))
     await client.start_server()
     yield Api(
@@ -42,6 +44,7 @@ async def api(store: Store) -> AsyncIterator[Api]:
         {"Authorization": f"Bearer {tokens['alice']}"},
     )
     await client.close()
+    await intake.close()
 
 
 def _ticket(**kw: object) -> dict[str, object]:
@@ -65,16 +68,29 @@ async def test_a_staff_entered_ticket_round_trips(api: Api) -> None:
     assert created["number"].startswith("CL-")
     assert (created["status"], created["priority"], created["channel"]) == ("new", "P2", "phone")
     assert created["customer"]["name"] == "Ann Lee"
-    assert created["events"][0]["type"] == "created" and created["events"][0]["actor"] == "agent:alice"
+    first_event = created["events"][0]
+    assert (first_event["type"], first_event["actor"]) == ("created", "agent:alice")
     for key in ("kind", "subject", "description", "assignee", "created_at", "first_response_due",
                 "resolution_due", "first_response_at", "resolved_at", "csat"):
         assert key in created
-    got = await (await api.client.get(f"/api/tickets/{created['number']}", headers=api.agent)).json()
+    resp = await api.client.get(f"/api/tickets/{created['number']}", headers=api.agent)
+    got = await resp.json()
     assert got["number"] == created["number"] and got["messages"] == []
 
 
+async def test_a_retried_create_with_the_same_idempotency_key_makes_one_ticket(api: Api) -> None:
+    headers = api.agent | {"Idempotency-Key": "call-2026-001"}
+    first = await api.client.post("/api/tickets", json=_ticket(), headers=headers)
+    again = await api.client.post("/api/tickets", json=_ticket(), headers=headers)
+    assert (first.status, again.status) == (201, 200)
+    assert (await first.json())["number"] == (await again.json())["number"]
+    other = await api.client.post("/api/tickets", json=_ticket(), headers=api.agent)
+    assert (await other.json())["number"] != (await first.json())["number"]
+
+
 async def test_status_moves_follow_the_contract(api: Api) -> None:
-    number = (await (await api.client.post("/api/tickets", json=_ticket(), headers=api.agent)).json())["number"]
+    resp = await api.client.post("/api/tickets", json=_ticket(), headers=api.agent)
+    number = (await resp.json())["number"]
     bad = await api.client.post(f"/api/tickets/{number}/status", json={"status": "closed"},
                                 headers=api.agent)
     assert (await _error(bad))[:2] == (409, "illegal_move")
@@ -185,7 +201,7 @@ async def test_the_list_is_most_urgent_first_filtered_and_paged(api: Api) -> Non
     seen: list[dict[str, object]] = []
     cursor = None
     while True:
-        q = f"/api/tickets?limit=3" + (f"&cursor={cursor}" if cursor else "")
+        q = "/api/tickets?limit=3" + (f"&cursor={cursor}" if cursor else "")
         page = await (await api.client.get(q, headers=api.agent)).json()
         seen += page["items"]
         cursor = page["next_cursor"]
@@ -234,7 +250,8 @@ async def test_health_and_metrics(api: Api) -> None:
 
 async def test_health_is_503_when_the_database_is_gone() -> None:
     dead = create_store("postgresql+asyncpg://postgres@127.0.0.1:1/none")
-    ctx = DeskContext(store=dead, rules=rules(), hasher=PasswordHasher())
+    ctx = DeskContext(store=dead, rules=rules(), hasher=PasswordHasher(),
+                      intake=TicketIntake(dead, rules()))
     client = TestClient(TestServer(make_app(ctx)))
     await client.start_server()
     try:

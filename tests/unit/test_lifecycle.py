@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from storage.errors import IllegalMove
-from storage.lifecycle import STATUSES, STATUS_WORDS, check_move, format_number, parse_number
+from storage.lifecycle import STATUS_WORDS, STATUSES, check_move, format_number, parse_number
 
 CONTRACT_MOVES = {
     ("new", "acknowledged"), ("new", "in_progress"), ("new", "resolved"),

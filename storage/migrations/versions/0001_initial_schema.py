@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 23:58:29.912745
+Create Date: 2026-11-22
 """
 from collections.abc import Sequence
 
@@ -125,11 +125,13 @@ def upgrade() -> None:
     sa.Column('reminded_at', storage.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('escalated_at', storage.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('csat', sa.Integer(), nullable=True),
+    sa.Column('intake_key', sa.String(length=128), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['assignee_id'], ['agents.id'], name=op.f('fk_tickets_assignee_id_agents')),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_tickets_customer_id_customers')),
     sa.ForeignKeyConstraint(['identity_id'], ['channel_identities.id'], name=op.f('fk_tickets_identity_id_channel_identities')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_tickets')),
+    sa.UniqueConstraint('intake_key', name=op.f('uq_tickets_intake_key')),
     sqlite_autoincrement=True
     )
     with op.batch_alter_table('tickets', schema=None) as batch_op:
