@@ -78,7 +78,8 @@ async def check_deadlines(session: AsyncSession, rules: TicketRules, *, postgres
             .limit(BATCH)
         )
     )
-    for ticket, username in candidates.all():
+    for row in candidates.all():
+        ticket, username = row[0], row[1]
         if now >= rules.sla.reminder_at(ticket.created_at, ticket.resolution_due):
             ticket.reminded_at = now
             session.add(
