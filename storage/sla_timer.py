@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from storage.models import Agent, Ticket, TicketEvent
 from storage.tickets import TicketRules
 
 BATCH = 500
+_Query = TypeVar("_Query", bound=Select)  # type: ignore[type-arg]
 
 
 @dataclass
@@ -31,7 +32,7 @@ async def check_deadlines(session: AsyncSession, rules: TicketRules, *, postgres
     result = SlaPass()
     open_ = Ticket.status.in_(OPEN_STATUSES)
 
-    def lock(query: Select[Any]) -> Select[Any]:
+    def lock(query: _Query) -> _Query:
         return query.with_for_update(skip_locked=True) if postgres else query
 
     first = await session.scalars(
@@ -78,8 +79,7 @@ async def check_deadlines(session: AsyncSession, rules: TicketRules, *, postgres
             .limit(BATCH)
         )
     )
-    for row in candidates.all():
-        ticket, username = row[0], row[1]
+    for ticket, username in candidates.all():
         if now >= rules.sla.reminder_at(ticket.created_at, ticket.resolution_due):
             ticket.reminded_at = now
             session.add(
