@@ -78,13 +78,19 @@ def test_agents_add_reads_the_password_from_stdin(tmp_path: Path) -> None:
     assert careloop("db", "upgrade", env=env).returncode == 0
 
 
-@pytest.mark.postgres
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def crash_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    return str(request.getfixturevalue("fresh_pg_database"))
+
+
 def test_sigkill_during_concurrent_writes_loses_no_acknowledged_ticket(
-    tmp_path: Path, fresh_pg_database: str
+    tmp_path: Path, crash_db: str
 ) -> None:
     """Every ticket the API acknowledged (201) survives a SIGKILL; numbers are never reused."""
     port = free_port()
-    env = careloop_env(fresh_pg_database, port)
+    env = careloop_env(crash_db, port)
     proc = start(env, log=tmp_path / "run.log")
     wait_healthy(port, proc)
     token = _token(env)
