@@ -74,7 +74,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_isolation_level() != "AUTOCOMMIT":  # ANALYZE and VACUUM run outside one
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_store(url: str, *, echo: bool = False, pool_size: int = 10) -> Store:

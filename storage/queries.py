@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import Invalid, NotFound
@@ -59,7 +59,7 @@ class TicketDetail:
     messages: list[Message]
 
 
-def encode_cursor(ticket: Ticket) -> str:
+def encode_cursor(ticket: Any) -> str:
     raw = json.dumps([ticket.priority, ticket.resolution_due.isoformat(), ticket.id])
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -102,11 +102,50 @@ def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
     return query
 
 
+def _after(cursor: str) -> Any:
+    priority, due, ticket_id = decode_cursor(cursor)
+    # Spelled out rather than as a row-value comparison so both SQLite and PostgreSQL
+    # walk the (priority, resolution_due, id) index.
+    return or_(
+        TICKETS.c.priority > priority,
+        and_(TICKETS.c.priority == priority, TICKETS.c.resolution_due > due),
+        and_(
+            TICKETS.c.priority == priority,
+            TICKETS.c.resolution_due == due,
+            TICKETS.c.id > ticket_id,
+        ),
+    )
+
+
+def _page_keys(f: TicketFilter, cursor: str | None, limit: int, status: str | None) -> Any:
+    keys = select(TICKETS.c.id, TICKETS.c.priority, TICKETS.c.resolution_due)
+    keys = _filtered(keys, f)
+    if status is not None:
+        keys = keys.where(TICKETS.c.status == status)
+    if cursor:
+        keys = keys.where(_after(cursor))
+    order = (TICKETS.c.priority, TICKETS.c.resolution_due, TICKETS.c.id)
+    return keys.order_by(*order).limit(limit)
+
+
 async def list_tickets(
     session: AsyncSession, f: TicketFilter, *, limit: int, cursor: str | None
 ) -> tuple[list[TicketRow], str | None]:
-    """Most urgent first: priority, then the nearest resolution deadline, then the oldest."""
-    query = _filtered(
+    """Most urgent first: priority, then the nearest resolution deadline, then the oldest.
+
+    With several statuses, each status is read in index order on its own and the pieces are
+    merged: a planner left with `status IN (...)` would otherwise collect every matching row
+    and sort them all (SQLite: 100 ms at 100,000 tickets instead of under 1 ms)."""
+    if len(f.statuses) > 1:
+        single = TicketFilter(**{**f.__dict__, "statuses": []})
+        parts = [
+            select(_page_keys(single, cursor, limit + 1, status).subquery())
+            for status in f.statuses
+        ]
+        keys = union_all(*parts).subquery()
+    else:
+        keys = _page_keys(f, cursor, limit + 1, None).subquery()
+    query = (
         select(
             TICKETS,
             CUSTOMERS.c.name.label("customer_name"),
@@ -114,26 +153,12 @@ async def list_tickets(
             CUSTOMERS.c.email.label("customer_email"),
             AGENTS.c.username.label("assignee_name"),
         )
+        .join(keys, keys.c.id == TICKETS.c.id)
         .join(CUSTOMERS, CUSTOMERS.c.id == TICKETS.c.customer_id)
-        .outerjoin(AGENTS, AGENTS.c.id == TICKETS.c.assignee_id),
-        f,
+        .outerjoin(AGENTS, AGENTS.c.id == TICKETS.c.assignee_id)
+        .order_by(keys.c.priority, keys.c.resolution_due, keys.c.id)
+        .limit(limit + 1)
     )
-    if cursor:
-        priority, due, ticket_id = decode_cursor(cursor)
-        # Spelled out rather than as a row-value comparison so both SQLite and PostgreSQL
-        # walk the (priority, resolution_due, id) index.
-        query = query.where(
-            or_(
-                Ticket.priority > priority,
-                and_(Ticket.priority == priority, Ticket.resolution_due > due),
-                and_(
-                    Ticket.priority == priority,
-                    Ticket.resolution_due == due,
-                    Ticket.id > ticket_id,
-                ),
-            )
-        )
-    query = query.order_by(Ticket.priority, Ticket.resolution_due, Ticket.id).limit(limit + 1)
     rows = [
         TicketRow(
             r,
