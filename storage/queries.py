@@ -73,7 +73,7 @@ def decode_cursor(cursor: str) -> tuple[str, datetime, int]:
         raise Invalid("cursor: not a cursor this API gave out") from exc
 
 
-def _filtered(query: Select[Any], f: TicketFilter) -> Select[Any]:
+def _filtered(query: Any, f: TicketFilter) -> Any:
     if f.statuses:
         query = query.where(Ticket.status.in_(f.statuses))
     if f.priorities:
@@ -118,8 +118,7 @@ def _after(cursor: str) -> Any:
 
 
 def _page_keys(f: TicketFilter, cursor: str | None, limit: int, status: str | None) -> Any:
-    keys = select(TICKETS.c.id, TICKETS.c.priority, TICKETS.c.resolution_due)
-    keys = _filtered(keys, f)
+    keys: Any = _filtered(select(TICKETS.c.id, TICKETS.c.priority, TICKETS.c.resolution_due), f)
     if status is not None:
         keys = keys.where(TICKETS.c.status == status)
     if cursor:
