@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 from sqlalchemy.exc import OperationalError
@@ -87,7 +88,12 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(build_spec(OPERATIONS))
 
 
-def make_app(ctx: DeskContext) -> web.Application:
+RouteHook = Callable[[web.Application], None]
+
+
+def make_app(ctx: DeskContext, extra: Sequence[RouteHook] = ()) -> web.Application:
+    """`extra`: channels that serve pages or webhooks from the desk's port (the web chat, the
+    Telegram webhook) add their routes here."""
     # client_max_size: aiohttp refuses bodies over 1 MiB while reading them (413).
     app = web.Application(
         middlewares=[measure, api_errors, api_auth], client_max_size=MAX_BODY
@@ -99,5 +105,7 @@ def make_app(ctx: DeskContext) -> web.Application:
     app.router.add_get("/api/openapi.json", openapi)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, op.handler)
+    for hook in extra:
+        hook(app)
     # Unknown /api paths still answer in the error envelope (the middleware wraps the 404).
     return app
