@@ -53,6 +53,10 @@ class Button:
 class Reply:
     text: str
     buttons: tuple[tuple[Button, ...], ...] = field(default_factory=tuple)  # rows of buttons
+    # The outbox row that also carries this reply. The dialogue writes each reply to the outbox
+    # in the transaction that stored the customer's message, due a little later; the adapter
+    # sends it at once and marks it delivered, and the worker sends whatever a crash left.
+    ref: int | None = None
 
 
 Dialogue = Callable[[Inbound], Awaitable[list[Reply]]]

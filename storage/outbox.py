@@ -129,6 +129,17 @@ async def mark_sent(session: AsyncSession, ids: list[int], now: datetime) -> Non
         )
 
 
+async def mark_delivered(session: AsyncSession, ids: list[int], now: datetime) -> None:
+    """Rows a channel delivered inline (a chat reply sent right after the dialogue answered),
+    so the worker does not send them again."""
+    if ids:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == PENDING)
+            .values(status=SENT, sent_at=now, attempts=OutboxMessage.attempts + 1)
+        )
+
+
 async def mark_retry(session: AsyncSession, row_id: int, at: datetime, error: str) -> None:
     await session.execute(
         update(OutboxMessage)
