@@ -20,6 +20,8 @@ from bot.logsender import log_sender
 from config.settings import Settings
 from desk.app import make_app
 from desk.context import DeskContext
+from nlu.factory import make_interpreter
+from nlu.types import Interpreter
 from storage import accounts
 from storage.db import Store, create_store
 from storage.dispatch import DispatchPolicy, Sender, run_dispatcher
@@ -78,6 +80,7 @@ class Service:
     store: Store
     rules: TicketRules
     hasher: PasswordHasher
+    interpreter: Interpreter
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -87,6 +90,7 @@ def build_service(settings: Settings) -> Service:
         store=create_store(settings.database_url),
         rules=TicketRules(sla=sla_policy(settings)),
         hasher=password_hasher(),
+        interpreter=make_interpreter(settings.nlu_backend, settings.rasa_url),
     )
 
 
@@ -137,7 +141,11 @@ async def _serve_desk(service: Service, stop: asyncio.Event, out: TextIO) -> Non
     intake = TicketIntake(service.store, service.rules)
     intake.start()
     ctx = DeskContext(
-        store=service.store, rules=service.rules, hasher=service.hasher, intake=intake
+        store=service.store,
+        rules=service.rules,
+        hasher=service.hasher,
+        intake=intake,
+        health={"nlu": service.interpreter.health},
     )
     runner = web.AppRunner(make_app(ctx), handle_signals=False, access_log=None)
     await runner.setup()
@@ -184,10 +192,13 @@ async def run_service(
     service = build_service(settings)
     try:
         await prepare(service, out)
+        # Train or load the NLU model now, not on the first customer's message.
+        await service.interpreter.parse("hello")
         tasks = [asyncio.ensure_future(p) for p in _parts(role, service, stop, out)]
         log.info("careloop running as %s (%s)", role, service.worker_id)
         await _until_stopped(tasks, stop)
     finally:
+        await service.interpreter.close()
         await service.store.close()
 
 

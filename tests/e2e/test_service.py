@@ -42,6 +42,9 @@ def test_run_serves_the_api_and_stops_on_sigterm_within_10s(tmp_path: Path) -> N
                 number = (await r.json())["number"]
                 r = await http.post(f"/api/tickets/{number}/status", json={"status": "resolved"})
                 assert r.status == 200
+                health = await (await http.get("/healthz")).json()
+                assert health["nlu"]["backend"] == "embedded"
+                assert health["nlu"]["status"] == "ok"
                 return await (await http.get(f"/api/tickets/{number}")).json()  # type: ignore[no-any-return]
 
         ticket = asyncio.run(drive())
