@@ -234,9 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     rasa = rasa_factory()
     if rasa is not None:
         r: dict[str, Any] = {}
-        r.update(speed(rasa, min(n_single, 300), min(n_batch, 2000)))
-        r.update(quality(rasa, limit))
         columns["rasa"] = r
+        try:
+            r.update(speed(rasa, min(n_single, 300), min(n_batch, 2000)))
+            r.update(quality(rasa, limit))
+        except Exception as exc:  # the server went away mid-run: keep what was measured
+            print(f"Rasa stopped answering during the run ({type(exc).__name__}: {exc})")
 
     keys: list[str] = []
     for c in columns.values():
