@@ -294,20 +294,19 @@ async def on_button(turn: Turn, action: str, parts: list[str]) -> bool:
             turn.step = field
             ask(turn, field)
         return True
-    step = parts[1] if len(parts) > 1 else ""
-    if step != turn.step:
-        return False
-    if action == "skip":
+    value = parts[1] if len(parts) > 1 else ""
+    if action == "cat" and turn.step == "category" and value in CATEGORIES:
+        draft["category"] = value
+        draft["category_sure"] = True
+        _answered(draft, "category")
+        ask_next(turn)
+        return True
+    step = value
+    if action == "skip" and step == turn.step:
         _answered(draft, step)
         if step == "category":
             draft.setdefault("category", "other")
             draft["category_sure"] = True
-        ask_next(turn)
-        return True
-    if action == "cat" and step in CATEGORIES:
-        draft["category"] = step
-        draft["category_sure"] = True
-        _answered(draft, "category")
         ask_next(turn)
         return True
     return False
