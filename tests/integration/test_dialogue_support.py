@@ -64,6 +64,9 @@ class FakeChat:
         self.transcript.extend(replies)
         return replies
 
+    async def send_text_of(self, **kw: object) -> str:
+        return joined(await self.send(**kw))  # type: ignore[arg-type]
+
     async def say(self, text: str) -> str:
         return joined(await self.send(text))
 
