@@ -21,9 +21,9 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import importlib
 import json
 import logging
+import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
@@ -46,11 +46,12 @@ from telegram.ext import (
     filters,
 )
 from telegram.request import HTTPXRequest
+from telegram.warnings import PTBDeprecationWarning
 
+from bot import delivery, notifications
 from bot import telegram_convert as conv
 from bot.channel import Dialogue, Inbound, Reply
 from storage import dispatch, outbox
-from storage.clock import utc_now
 from storage.db import Store
 
 log = logging.getLogger("careloop.telegram")
@@ -74,18 +75,6 @@ COMMANDS = {
 Render = Callable[[outbox.Delivery], list[Reply]]
 MarkDelivered = Callable[[Store, list[int]], Awaitable[None]]
 Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
-
-
-async def mark_delivered_in_outbox(store: Store, refs: list[int]) -> None:
-    async with store.transaction() as session:
-        await outbox.mark_delivered(session, refs, utc_now())
-
-
-def _default_render(delivery: outbox.Delivery) -> list[Reply]:
-    # bot.notifications renders outbox rows in the customer's language; imported late so this
-    # module does not depend on the dialogue package at import time.
-    render: Render = importlib.import_module("bot.notifications").render
-    return render(delivery)
 
 
 def secret_from_token(token: str) -> str:
@@ -129,8 +118,8 @@ class TelegramChannel:
         dialogue: Dialogue,
         store: Store,
         *,
-        render: Render | None = None,
-        mark_delivered: MarkDelivered = mark_delivered_in_outbox,
+        render: Render = notifications.render,
+        mark_delivered: MarkDelivered = delivery.mark_delivered,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         notify_rate: float = NOTIFY_RATE,
         reply_retries: int = 3,
@@ -145,7 +134,7 @@ class TelegramChannel:
         self._secret = webhook_secret or secret_from_token(token)
         self.dialogue = dialogue
         self.store = store
-        self._render = render or _default_render
+        self._render = render
         self._mark_delivered = mark_delivered
         self.max_file_bytes = max_file_bytes
         self._polling_timeout = polling_timeout
@@ -162,13 +151,17 @@ class TelegramChannel:
             .build()
         )
         # Outbox messages: a bot of their own, held to Telegram's 30 messages/s; no retries in
-        # the limiter, a 429 goes back to the outbox worker as RetryAfter.
+        # the limiter, a 429 goes back to the outbox worker as RetryAfter. One message per
+        # 1/30 s rather than 30 per second: aiolimiter is a leaky bucket, and a bucket of 30
+        # lets 60 through in the first second after a quiet spell.
         self.notify_bot: ExtBot[int] = ExtBot(
             token,
             base_url=f"{api_base}/bot",
             base_file_url=f"{api_base}/file/bot",
             request=HTTPXRequest(connection_pool_size=64),
-            rate_limiter=AIORateLimiter(overall_max_rate=notify_rate, max_retries=0),
+            rate_limiter=AIORateLimiter(
+                overall_max_rate=1, overall_time_period=1 / notify_rate, max_retries=0
+            ),
         )
         self._add_handlers()
         self._ready = False
@@ -219,15 +212,15 @@ class TelegramChannel:
         if self.webhook_path:
             app.router.add_post(self.webhook_path, self._on_webhook)
 
-    async def sender(self, delivery: outbox.Delivery) -> None:
+    async def sender(self, message: outbox.Delivery) -> None:
         """The outbox sender for channel `telegram` (storage/dispatch.py's protocol)."""
-        if not delivery.recipient:
+        if not message.recipient:
             raise dispatch.PermanentFailure("no Telegram chat for this customer")
-        for reply in self._render(delivery):
+        for reply in self._render(message):
             for text, markup in conv.chunks_of(reply):
                 try:
                     await self.notify_bot.send_message(
-                        chat_id=int(delivery.recipient), text=text, reply_markup=markup
+                        chat_id=int(message.recipient), text=text, reply_markup=markup
                     )
                 except RetryAfter as exc:
                     raise dispatch.RetryAfter(_seconds(exc), str(exc)) from exc
@@ -467,5 +460,8 @@ class TelegramChannel:
 
 
 def _seconds(exc: RetryAfter) -> float:
-    wait = exc.retry_after
+    # PTB 22 warns that retry_after becomes a timedelta in 23; accept both, quietly.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        wait = exc.retry_after
     return float(wait if isinstance(wait, int) else wait.total_seconds())

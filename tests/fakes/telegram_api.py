@@ -228,6 +228,10 @@ class FakeTelegram:
 
     # --- test controls: what customers do --------------------------------------------------
 
+    def add_customer(self, customer: tu.Customer) -> None:
+        """A user who has started the bot before (so the bot may write to them)."""
+        self._chat(customer.id, customer.private_chat())
+
     def text(self, customer: tu.Customer, text: str) -> int:
         return self._customer_message(customer, tu.text_content(text))
 

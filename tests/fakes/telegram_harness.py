@@ -75,10 +75,6 @@ class EchoDialogue:
         return [Reply(f"echo: {text}")]
 
 
-def render_text(delivery: outbox.Delivery) -> list[Reply]:
-    return [Reply(str(delivery.payload.get("text", "")))]
-
-
 @asynccontextmanager
 async def webhook_server() -> AsyncIterator[tuple[web.Application, socket.socket, str]]:
     """An aiohttp app on a loopback port chosen now, so its URL is known before the channel
@@ -99,7 +95,6 @@ async def running_channel(
     **options: Any,
 ) -> AsyncIterator[TelegramChannel]:
     dialogue = dialogue or EchoDialogue(store)
-    options.setdefault("render", render_text)
     options.setdefault("polling_timeout", 1)
     if mode == "polling":
         channel = TelegramChannel(
