@@ -3,6 +3,7 @@ webhook route on a loopback aiohttp server), and a small dialogue for channel-le
 
 from __future__ import annotations
 
+import itertools
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
+import aiohttp
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
@@ -92,8 +94,14 @@ async def running_channel(
     store: Store,
     mode: Literal["polling", "webhook"],
     dialogue: Dialogue | None = None,
+    *,
+    public_url: str | None = None,
+    local_urls: list[str] | None = None,
     **options: Any,
 ) -> AsyncIterator[TelegramChannel]:
+    """`public_url`: what Telegram is told to post to, when a proxy or load balancer stands
+    in front of this process (its path must be the channel's own); the process's own URL is
+    appended to `local_urls`, for the load balancer."""
     dialogue = dialogue or EchoDialogue(store)
     options.setdefault("polling_timeout", 1)
     if mode == "polling":
@@ -107,9 +115,11 @@ async def running_channel(
             await channel.stop()
         return
     async with webhook_server() as (app, sock, url):
+        if local_urls is not None:
+            local_urls.append(url)
         channel = TelegramChannel(
-            fake.token, fake.api_base, "webhook", url, WEBHOOK_SECRET, dialogue, store,
-            **options,
+            fake.token, fake.api_base, "webhook", public_url or url, WEBHOOK_SECRET, dialogue,
+            store, **options,
         )
         channel.webhook_hook(app)
         runner = web.AppRunner(app, access_log=None)
@@ -120,4 +130,31 @@ async def running_channel(
             yield channel
         finally:
             await channel.stop()
+            await runner.cleanup()
+
+
+@asynccontextmanager
+async def load_balancer(backends: list[str]) -> AsyncIterator[str]:
+    """Round-robin in front of several processes' webhook routes (same path on each), as a
+    proxy in front of two careloop processes would be; answers what the backend answered."""
+    turn = itertools.count()
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        target = backends[next(turn) % len(backends)]
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("content-type", "x-telegram-bot-api-secret-token")}
+        async with aiohttp.ClientSession() as http, http.post(
+            target, data=body, headers=headers
+        ) as response:
+            return web.Response(status=response.status, body=await response.read())
+
+    async with webhook_server() as (app, sock, url):
+        app.router.add_post("/telegram/webhook", forward)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        try:
+            yield url
+        finally:
             await runner.cleanup()
