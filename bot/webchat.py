@@ -138,6 +138,7 @@ class WebChat:
         self._turns: dict[str, asyncio.Lock] = {}
         self._poller: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[Any]] = set()
+        self._closing = False
 
     # --- wiring ---------------------------------------------------------------------------
 
@@ -153,6 +154,7 @@ class WebChat:
         await self.close()
 
     async def close(self) -> None:
+        self._closing = True
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -161,6 +163,10 @@ class WebChat:
         for visits in list(self._visits.values()):
             for visit in list(visits):
                 await visit.ws.close(code=WSCloseCode.GOING_AWAY, message=b"restarting")
+        # Turns in flight finish (their replies are in the outbox either way); a few seconds
+        # at most, inside the 10 s a SIGTERM allows.
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5.0)
 
     @property
     def open_sockets(self) -> int:
@@ -218,30 +224,54 @@ class WebChat:
         return ws
 
     async def _serve(self, visit: Visit, language: str | None) -> None:
-        throttle = Throttle(self.limits)
-        warned = False
-        async for msg in visit.ws:
-            if msg.type != WSMsgType.TEXT:
+        """Reads frames as they come and queues them; `_answer` works through the queue at
+        the throttled rate. A queue over the cap is a flood: that socket is closed."""
+        backlog: asyncio.Queue[ClientFrame | None] = asyncio.Queue()
+        # A task of its own, shielded: aiohttp may cancel the handler when the connection
+        # drops, and a turn cut off mid-way would leave its replies unmarked or half-sent.
+        answering = asyncio.ensure_future(self._answer(visit, backlog, language))
+        self._background.add(answering)
+        answering.add_done_callback(self._background.discard)
+        try:
+            async for msg in visit.ws:
                 if msg.type == WSMsgType.BINARY:
                     await visit.send([FrameError("bad_frame", "frames are JSON text").frame()])
-                continue
-            try:
-                wait = throttle.take()  # before parsing: junk frames count towards a flood
-                frame = parse_frame(msg.data, self.limits)
-            except FrameError as exc:
-                await visit.send([exc.frame()])
-                if exc.code == "flood":
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    frame = parse_frame(msg.data, self.limits)
+                except FrameError as exc:
+                    await visit.send([exc.frame()])
+                    continue
+                if backlog.qsize() >= self.limits.max_backlog:
+                    log.warning("web chat: closing a flooding socket")
+                    await visit.send([FrameError(
+                        "flood", "Too many messages at once; the chat was closed."
+                    ).frame()])
                     await visit.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"flood")
-                    return
-                continue
-            if wait > 0:
+                    break
+                backlog.put_nowait(frame)
+        finally:
+            # What was received is answered even if the visitor left: the replies wait in
+            # their mailbox. Bounded by max_backlog, and unthrottled once shutting down.
+            backlog.put_nowait(None)
+            await asyncio.shield(answering)
+
+    async def _answer(
+        self, visit: Visit, backlog: asyncio.Queue[ClientFrame | None], language: str | None
+    ) -> None:
+        throttle = Throttle(self.limits)
+        warned = False
+        while (frame := await backlog.get()) is not None:
+            wait = throttle.take()
+            if wait > 0 and not self._closing:
                 if not warned:
                     warned = True
                     await visit.send([FrameError(
                         "slow_down", "You are sending quickly; answers follow in order."
                     ).frame()])
                 await asyncio.sleep(wait)
-            else:
+            elif wait == 0:
                 warned = False
             await self._turn(visit, frame, language)
 

@@ -33,7 +33,7 @@ class ChatLimits:
     max_photo_bytes: int = 1024 * 1024  # the page shrinks photos to well under this
     burst: int = 10  # messages a visitor may send at once (a pasted list, quick answers)
     per_second: float = 2.0  # sustained rate after the burst
-    max_backlog_seconds: float = 20.0  # a flood this far over the rate closes the socket
+    max_backlog: int = 30  # messages waiting for their answer; more is a flood: socket closed
     history: int = 50  # items shown on connect
     poll_seconds: float = 1.0  # how often a process looks for rows other processes wrote
     heartbeat_seconds: float = 30.0  # pings keep proxies from dropping idle sockets
@@ -187,27 +187,23 @@ def reply_frame(reply: Reply) -> dict[str, Any]:
 
 
 class Throttle:
-    """A token bucket per socket. Over the rate a message waits for its turn (nothing is
-    dropped, and the socket is not read meanwhile, so TCP slows the sender down); a flood far
-    beyond any person's typing closes the socket."""
+    """A token bucket per socket: over the rate, a message waits for its turn (nothing is
+    dropped). The socket handler caps how many may wait; past that it is a flood."""
 
     def __init__(
         self, limits: ChatLimits, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._rate = limits.per_second
         self._burst = float(limits.burst)
-        self._max_backlog = limits.max_backlog_seconds
         self._clock = clock
         self._tokens = self._burst
         self._at = clock()
 
     def take(self) -> float:
-        """Seconds to wait before handling this message; raises FrameError on a flood."""
+        """Seconds to wait before handling the next message."""
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
         self._at = now
         wait = max(0.0, (1.0 - self._tokens) / self._rate)
-        if wait > self._max_backlog:
-            raise FrameError("flood", "Too many messages at once; the chat was closed.")
         self._tokens -= 1.0
         return wait
