@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from bot import delivery as inline_delivery
 from bot import webchat_store
 from bot.channel import Dialogue, Reply
 from bot.webchat_frames import (
@@ -276,8 +277,9 @@ class WebChat:
             await self._turn(visit, frame, language)
 
     async def _turn(self, visit: Visit, frame: ClientFrame, language: str | None) -> None:
-        ref = f"{visit.visitor}:{frame.client_id or uuid.uuid4().hex}"
-        inbound = frame.inbound(visit.visitor, language, ref)
+        # The page's id for the message: a resend after a reconnect is the same event, which
+        # the dialogue drops as a duplicate (it namespaces refs by visitor itself).
+        inbound = frame.inbound(visit.visitor, language, frame.client_id or uuid.uuid4().hex)
         # Two tabs of one visitor take turns here; across processes the dialogue's own
         # transaction (versioned conversation row) keeps the state consistent.
         async with self._turns.setdefault(visit.visitor, asyncio.Lock()):
@@ -407,7 +409,7 @@ class WebChat:
         return {
             "type": "history",
             "language": history.language,
-            "items": [item[3] for item in items[-self.limits.history :]],
+            "items": readable(item[3] for item in items)[-self.limits.history :],
         }
 
     async def _mark_shown(self, rows: list[webchat_store.Row]) -> None:
@@ -417,6 +419,29 @@ class WebChat:
         if not ids:
             return
         try:
-            await webchat_store.mark_delivered(self.store, ids, self.clock())
+            await inline_delivery.mark_delivered(self.store, ids, clock=self.clock)
         except Exception:  # the worker sends them later; the socket already dedupes
             log.exception("web chat: could not mark %d rows delivered", len(ids))
+
+
+_BUTTON = re.compile(r"\[button ([^\]]*)\]")
+_FILE = re.compile(r"\[(photo|document)( [^\]]*)?\]")
+
+
+def readable(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The transcript as the visitor saw it: the dialogue stores a pressed button as
+    "[button DATA]" and a photo as "[photo NAME]"; the page had shown the button's label and a
+    camera. Labels come from the keyboards shown before (the newest first)."""
+    labels: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if item["from"] == "bot":
+            for row in item.get("buttons", []):
+                labels.update({b["data"]: b["label"] for b in row})
+            out.append(item)
+            continue
+        text = _BUTTON.sub(lambda m: labels.get(m.group(1), ""), item["text"])
+        text = _FILE.sub(lambda m: "📷" + (m.group(2) or ""), text).strip()
+        if text:
+            out.append(item | {"text": text})
+    return out

@@ -1,8 +1,8 @@
 """What the web chat reads from the store: a visitor's recent conversation (shown on connect)
 and the webchat outbox rows written since (pushed to open sockets).
 
-Reads only, plus `outbox.mark_delivered`; every write goes through the dialogue or the ticket
-service. These queries belong with the outbox in storage/ and can move there unchanged.
+Reads only: every write goes through the dialogue, the ticket service or bot.delivery. These
+queries belong with the outbox in storage/ and can move there unchanged.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from storage import outbox
 from storage.db import Store
-from storage.models import ChannelIdentity, Conversation, Message, OutboxMessage, Ticket
+from storage.models import ChannelIdentity, Conversation, Message, OutboxMessage
 
 CHANNEL = "webchat"
 # Bind parameters per IN list: well under SQLite's and asyncpg's limits.
@@ -88,22 +87,17 @@ async def history(store: Store, visitor: str, limit: int) -> History:
         )
         out.rows = [Row(_delivery(m, visitor), m.status, m.created_at) for m in rows]
         out.rows.reverse()
-        # The customer's side: messages of the conversation, and messages added to their
-        # tickets after creation (the ticket service files those under the ticket only).
-        tickets = select(Ticket.id).where(
-            Ticket.customer_id == identity.customer_id, Ticket.channel == CHANNEL
-        )
-        mine: list[Any] = [Message.ticket_id.in_(tickets)]
+        # The customer's side: the dialogue files every inbound event under the conversation
+        # (also those it adds to a ticket).
         if conv is not None:
-            mine.append(Message.conversation_id == conv.id)
-        said = await session.scalars(
-            select(Message)
-            .where(Message.direction == "in", Message.channel == CHANNEL, or_(*mine))
-            .order_by(Message.id.desc())
-            .limit(limit)
-        )
-        out.said = [Said(m.id, m.text, m.created_at) for m in said]
-        out.said.reverse()
+            said = await session.scalars(
+                select(Message)
+                .where(Message.conversation_id == conv.id, Message.direction == "in")
+                .order_by(Message.id.desc())
+                .limit(limit)
+            )
+            out.said = [Said(m.id, m.text, m.created_at) for m in said]
+            out.said.reverse()
     return out
 
 
@@ -133,11 +127,3 @@ async def rows_after(
             found.extend(Row(_delivery(m, ext), m.status, m.created_at) for m, ext in result.all())
     found.sort(key=lambda r: r.delivery.id)
     return found
-
-
-async def mark_delivered(store: Store, ids: Collection[int], now: datetime) -> None:
-    """Rows shown on a socket: the worker need not send them (pending ones only; a row the
-    worker holds finishes through the sender, which sees it was shown)."""
-    if ids:
-        async with store.transaction() as session:
-            await outbox.mark_delivered(session, sorted(set(ids)), now)
