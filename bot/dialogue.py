@@ -13,6 +13,7 @@ the open question of the current step → free text by NLU intent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -51,6 +52,7 @@ def make_dialogue(
     may run one over the same store."""
     now_of = clock or rules.clock
     chat = policy or ChatPolicy()
+    slots = asyncio.Semaphore(chat.concurrency)
 
     async def dialogue(inbound: Inbound) -> list[Reply]:
         text = (inbound.text or "").strip()[:MAX_TEXT]
@@ -59,7 +61,8 @@ def make_dialogue(
         parse = await interpreter.parse(text) if text and not text.startswith("/") else None
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return await _handle(store, rules, chat, now_of, inbound, text, parse)
+                async with slots:
+                    return await _handle(store, rules, chat, now_of, inbound, text, parse)
             except IntegrityError:
                 if attempt == ATTEMPTS:
                     raise

@@ -36,6 +36,11 @@ class ChatPolicy:
     window: timedelta = timedelta(seconds=10)
     # Below this NLU confidence the bot asks the customer to confirm the category.
     category_confidence: float = 0.75
+    # Transactions in flight per dialogue. Above the connection pool's size, a burst of
+    # customers would queue inside the pool, which is not first-come-first-served and gives up
+    # after 30 s; an asyncio semaphore queues them fairly instead. Keep it below the pool size
+    # so the desk and the worker in the same process still get connections.
+    concurrency: int = 16
 
 
 Keyboard = tuple[tuple[Button, ...], ...]

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sqlalchemy import select
 
 from bot.channel import Attachment
+from storage.db import Store
 from storage.models import Attachment as StoredAttachment
 from storage.models import OutboxMessage
-from tests.integration.test_dialogue_support import Shop, shop  # noqa: F401
+from tests.integration.test_dialogue_support import Shop, make_shop
+
+
+@pytest.fixture
+def shop(store: Store) -> Shop:
+    return make_shop(store)
 
 NUMBER = re.compile(r"CL-\d+")
 

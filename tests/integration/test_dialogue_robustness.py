@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
 from sqlalchemy import select
 
 from bot.delivery import mark_delivered
+from storage.db import Store
 from storage.models import Message, OutboxMessage, Ticket
 from storage.tickets import move_ticket
-from tests.integration.test_dialogue_support import Shop, make_shop, shop  # noqa: F401
+from tests.integration.test_dialogue_support import Shop, make_shop
+
+
+@pytest.fixture
+def shop(store: Store) -> Shop:
+    return make_shop(store)
 
 NUMBER = re.compile(r"CL-\d+")
 
@@ -146,3 +153,12 @@ async def test_a_ticket_of_a_closed_conversation_does_not_swallow_new_complaints
     assert "Shall I create" in await chat.say("Please add more parking spaces")
     async with shop.store.read() as s:
         assert (await s.get(Ticket, ticket.id)) is not None
+
+
+async def test_a_new_customers_first_messages_at_once_make_one_customer(shop: Shop) -> None:
+    chat = shop.chat(customer="new-at-once")
+    results = await asyncio.gather(*(chat.send("/start") for _ in range(4)))
+    assert all(results)  # every event answered (a lost race is simply retried)
+    from storage.models import ChannelIdentity, Conversation
+
+    assert await shop.count(ChannelIdentity) == 1 and await shop.count(Conversation) == 1

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sqlalchemy import select
 
 from storage.conversations import hand_back
+from storage.db import Store
 from storage.models import Message, OutboxMessage, TicketEvent
 from storage.tickets import move_ticket
-from tests.integration.test_dialogue_support import FakeChat, Shop, shop  # noqa: F401
+from tests.integration.test_dialogue_support import FakeChat, Shop, make_shop
+
+
+@pytest.fixture
+def shop(store: Store) -> Shop:
+    return make_shop(store)
 
 NUMBER = re.compile(r"CL-\d+")
 

@@ -7,7 +7,6 @@ import functools
 import itertools
 from dataclasses import dataclass, field
 
-import pytest
 from sqlalchemy import func, select
 
 from bot.channel import Attachment, Dialogue, Inbound, Reply
@@ -118,8 +117,3 @@ def make_shop(store: Store, clock: ManualClock | None = None) -> Shop:
     rules = TicketRules(sla=SlaPolicy(), clock=clock)
     return Shop(store, clock, rules,
                 make_dialogue(store, rules, shared_interpreter(), clock=clock))
-
-
-@pytest.fixture
-def shop(store: Store) -> Shop:
-    return make_shop(store)
