@@ -294,8 +294,9 @@ class WebChat:
                 return
         # Claimed before any await: the poller may already see these rows committed.
         fresh = [r for r in replies if r.ref is None or visit.claim(r.ref)]
+        # The ack comes last: "answered", so the page (and a script) knows the turn is over.
         ack = [{"type": "ack", "id": frame.client_id}] if frame.client_id else []
-        await visit.send(ack + [reply_frame(r) for r in fresh])
+        await visit.send([reply_frame(r) for r in fresh] + ack)
         await self._mark_ids([r.ref for r in replies if r.ref is not None])
 
     # --- pushing what the outbox holds ----------------------------------------------------

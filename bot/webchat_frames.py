@@ -8,7 +8,7 @@ Client → server (JSON text frames):
 Server → client:
   {"type": "history", "language": "en"|"zh"|null, "items": [{"from": "customer"|"bot", ...}]}
   {"type": "reply", "text", "buttons": [[{"label", "data"}]], "ref"}
-  {"type": "ack", "id"}                 the message reached the dialogue and was answered
+  {"type": "ack", "id"}                 after the replies to that message: the turn is over
   {"type": "error", "code", "message", "id"?, "limit"?}
 """
 

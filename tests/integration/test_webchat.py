@@ -195,12 +195,21 @@ async def until(ws: aiohttp.ClientWebSocketResponse, type_: str) -> dict[str, An
             return f  # type: ignore[no-any-return]
 
 
-async def say(ws: aiohttp.ClientWebSocketResponse, text: str) -> dict[str, Any]:
+async def turn(ws: aiohttp.ClientWebSocketResponse, payload: dict[str, Any]) -> list[Any]:
+    """Sends one frame and returns the replies to it (the server acks after the last)."""
     cid = uuid.uuid4().hex
-    await ws.send_json({"type": "message", "text": text, "id": cid})
-    ack = await until(ws, "ack")
-    assert ack["id"] == cid
-    return await until(ws, "reply")
+    await ws.send_json(payload | {"id": cid})
+    replies = []
+    while (f := await frame(ws))["type"] != "ack":
+        assert f["type"] == "reply", f
+        replies.append(f)
+    assert f["id"] == cid
+    return replies
+
+
+async def say(ws: aiohttp.ClientWebSocketResponse, text: str) -> dict[str, Any]:
+    [reply] = await turn(ws, {"type": "message", "text": text})
+    return reply  # type: ignore[no-any-return]
 
 
 async def all_sent(store: Store) -> bool:
@@ -372,9 +381,9 @@ async def test_photo_is_passed_on_and_non_images_are_refused(h: Harness) -> None
     )
     ws = await h.open()
     await frame(ws)
-    await ws.send_json({"type": "photo", "name": "shelf.png", "id": "p1",
-                        "data": base64.b64encode(png).decode()})
-    assert (await until(ws, "reply"))["text"] == f"Got your photo (image/png, {len(png)} bytes)."
+    [reply] = await turn(ws, {"type": "photo", "name": "shelf.png",
+                              "data": base64.b64encode(png).decode()})
+    assert reply["text"] == f"Got your photo (image/png, {len(png)} bytes)."
     attachment = h.dialogue.seen[-1].attachments[0]
     assert attachment.kind == "photo" and attachment.content == png
     await ws.send_json({"type": "photo", "name": "x.html", "id": "p2",
