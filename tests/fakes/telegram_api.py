@@ -140,6 +140,7 @@ class FakeTelegram:
         self.answered: dict[str, dict[str, Any]] = {}  # callback query id -> answer params
         self._issued_queries: set[str] = set()
         self.on_send: list[Callable[[int, dict[str, Any]], None]] = []
+        self.on_delivered: list[Callable[[int], None]] = []  # a webhook POST answered 2xx
         self.webhook_posts: list[tuple[int, int]] = []  # (update_id, HTTP status)
         self.injected_at: dict[int, float] = {}  # update_id -> monotonic time it was queued
         self._faults: list[Fault] = []
@@ -736,6 +737,8 @@ class FakeTelegram:
                 # stays pending only if it is a different object.
                 if self._pending.get(uid) is update:
                     del self._pending[uid]
+                for listener in self.on_delivered:
+                    listener(uid)
             else:
                 if status:
                     self._webhook_error = (

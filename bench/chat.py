@@ -1,0 +1,395 @@
+"""Chat benchmark: N concurrent Telegram customers through the real python-telegram-bot stack
+(webhook mode) against the fake Bot API, next to a bare PTB echo bot measured in the same run;
+then a status-update fan-out through the Telegram outbox sender and its 30 msg/s limiter.
+Prints figures; never passes or fails.
+
+    .venv/bin/python -m bench.chat [--db sqlite|postgres] [--customers 200] [--seconds 15]
+                                   [--fanout 10000]
+
+The fake Bot API and the simulated customers run in a child process, so the bot's process
+spends its CPU on the bot only. A customer writes, waits for the first reply (the latency is
+from the fake queueing the update to the fake receiving the bot's sendMessage), waits until the
+webhook POST is answered (all replies sent), and writes again. The customers are machines: the
+dialogue's flood throttle (8 messages per 10 s per chat) is raised for the run, or it would
+answer only the first few messages of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from sqlalchemy import func, insert, select
+from telegram import Update
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
+
+from bot.dialogue import make_dialogue
+from bot.flows.turn import ChatPolicy
+from bot.telegram import TelegramChannel
+from nlu.factory import make_interpreter
+from nlu.types import Interpreter, Parse
+from storage import outbox
+from storage.db import Store, create_store
+from storage.dispatch import DispatchPolicy, dispatch_once
+from storage.migrate import upgrade
+from storage.models import ChannelIdentity, Customer, OutboxMessage
+from storage.sla import SlaPolicy
+from storage.tickets import TicketRules
+
+PG = os.environ.get("CARELOOP_BENCH_PG", "postgres@127.0.0.1:5432")
+SECRET = "bench_secret"
+# One customer's side of a conversation, over and over: a complaint, a skipped question, the
+# confirmation (a ticket), a status question, a greeting.
+SCRIPT = [
+    "My parcel for order 123-4567 never arrived", "skip", "yes", "/status", "hello",
+]
+ECHO_BASE, OURS_BASE, FANOUT_BASE = 100_000, 200_000, 1_000_000
+
+
+# --- the child process: fake Bot API + customers ---------------------------------------------
+
+def _child(conn: Connection) -> None:
+    asyncio.run(_child_main(conn))
+
+
+async def _child_main(conn: Connection) -> None:
+    from tests.fakes.telegram_api import FakeTelegram
+
+    fake = FakeTelegram(check_updates=False)
+    await fake.start()
+    conn.send(fake.api_base)
+    loop = asyncio.get_running_loop()
+    while True:
+        command, args = await loop.run_in_executor(None, conn.recv)
+        if command == "stop":
+            break
+        if command == "drive":
+            conn.send(await _drive(fake, **args))
+        elif command == "customers":
+            from tests.fakes.telegram_updates import Customer as TgCustomer
+
+            for i in range(args["n"]):
+                fake.add_customer(TgCustomer(args["base"] + i))
+            conn.send(True)
+        elif command == "count":
+            counts = [len(fake.bot_messages(args["base"] + i)) for i in range(args["n"])]
+            conn.send({"lost": counts.count(0), "doubled": sum(1 for c in counts if c > 1),
+                       "violations": len(fake.violations)})
+    await fake.stop()
+
+
+async def _drive(fake: Any, base: int, customers: int, seconds: float, script: list[str],
+                 warmup: list[str]) -> dict[str, Any]:
+    from tests.fakes.telegram_updates import Customer as TgCustomer
+
+    loop = asyncio.get_running_loop()
+    first_reply: dict[int, asyncio.Future[float]] = {}
+    delivered: dict[int, asyncio.Future[None]] = {}
+
+    def on_send(chat_id: int, _msg: dict[str, Any]) -> None:
+        f = first_reply.get(chat_id)
+        if f is not None and not f.done():
+            f.set_result(time.monotonic())
+
+    def on_delivered(uid: int) -> None:
+        f = delivered.get(uid)
+        if f is not None and not f.done():
+            f.set_result(None)
+
+    fake.on_send[:] = [on_send]
+    fake.on_delivered[:] = [on_delivered]
+    latencies: list[float] = []
+    timeouts = 0
+
+    async def one(who: Any, text: str, measured: bool) -> None:
+        nonlocal timeouts
+        first_reply[who.id] = loop.create_future()
+        uid = fake.text(who, text)
+        delivered[uid] = loop.create_future()
+        started = fake.injected_at[uid]
+        try:
+            at = await asyncio.wait_for(first_reply[who.id], 30)
+            await asyncio.wait_for(delivered[uid], 30)
+        except TimeoutError:
+            timeouts += 1
+            return
+        finally:
+            delivered.pop(uid, None)
+        if measured:
+            latencies.append(at - started)
+
+    async def warm(i: int) -> None:
+        who = TgCustomer(base + i, f"C{i}", "en")
+        for text in warmup:
+            await one(who, text, measured=False)
+
+    async def customer(i: int, deadline: float) -> None:
+        who = TgCustomer(base + i, f"C{i}", "en")
+        n = 0
+        while time.monotonic() < deadline:
+            # Customers start at different points of the script, so the mix is steady.
+            await one(who, script[(n + i) % len(script)], measured=True)
+            n += 1
+
+    # Warm-up first (identities, conversations, connections), then the measured window.
+    await asyncio.gather(*(warm(i) for i in range(customers)))
+    started = time.monotonic()
+    await asyncio.gather(*(customer(i, started + seconds) for i in range(customers)))
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    return {
+        "messages": len(latencies), "elapsed": elapsed, "timeouts": timeouts,
+        "p50": _pct(latencies, 50), "p99": _pct(latencies, 99),
+        "violations": len(fake.violations),
+    }
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+# --- the bot's process -----------------------------------------------------------------------
+
+@dataclass
+class Timed:
+    """Where the time goes inside our handler: the NLU and the whole dialogue call."""
+
+    nlu: list[float] = field(default_factory=list)
+    dialogue: list[float] = field(default_factory=list)
+
+
+class TimedInterpreter:
+    def __init__(self, inner: Interpreter, timed: Timed) -> None:
+        self.inner, self.timed = inner, timed
+
+    async def parse(self, text: str) -> Parse:
+        started = time.perf_counter()
+        try:
+            return await self.inner.parse(text)
+        finally:
+            self.timed.nlu.append(time.perf_counter() - started)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class Child:
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child_conn = ctx.Pipe()
+        self.proc = ctx.Process(target=_child, args=(child_conn,), daemon=True)
+        self.proc.start()
+        self.api_base: str = self.conn.recv()
+
+    async def ask(self, command: str, **args: Any) -> Any:
+        self.conn.send((command, args))
+        return await asyncio.get_running_loop().run_in_executor(None, self.conn.recv)
+
+    def stop(self) -> None:
+        self.conn.send(("stop", {}))
+        self.proc.join(10)
+
+
+async def serve(route: Any) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/telegram/webhook", route)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/telegram/webhook"
+
+
+async def echo_phase(child: Child, token: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The baseline: PTB's echo example behind the same kind of aiohttp webhook route."""
+    async def echo(update: Update, _ctx: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.message is not None and update.message.text is not None
+        await update.message.reply_text(update.message.text)
+
+    app: Application[Any, Any, Any, Any, Any, Any] = (
+        ApplicationBuilder().token(token).base_url(f"{child.api_base}/bot")
+        .base_file_url(f"{child.api_base}/file/bot").build()
+    )
+    app.add_handler(MessageHandler(filters.TEXT, echo))
+
+    async def route(request: web.Request) -> web.Response:
+        update = Update.de_json(await request.json(), app.bot)
+        await app.process_update(update)
+        return web.Response()
+
+    runner, url = await serve(route)
+    await app.initialize()
+    await app.bot.set_webhook(url, max_connections=100)
+    result = await measured(child, ECHO_BASE, args, warmup=["hi"])
+    await app.shutdown()
+    await runner.cleanup()
+    return result
+
+
+async def measured(child: Child, base: int, args: argparse.Namespace,
+                   warmup: list[str]) -> dict[str, Any]:
+    cpu = time.process_time()
+    result: dict[str, Any] = await child.ask(
+        "drive", base=base, customers=args.customers, seconds=args.seconds, script=SCRIPT,
+        warmup=warmup,
+    )
+    result["cpu_per_message_ms"] = (
+        1000 * (time.process_time() - cpu) / max(result["messages"], 1)
+    )
+    result["rate"] = result["messages"] / result["elapsed"]
+    return result
+
+
+async def ours_phase(
+    child: Child, token: str, store: Store, args: argparse.Namespace
+) -> tuple[dict[str, Any], Timed, TelegramChannel, web.AppRunner]:
+    timed = Timed()
+    interpreter = TimedInterpreter(make_interpreter("embedded"), timed)
+    await interpreter.parse("warm up the model")
+    timed.nlu.clear()
+    inner = make_dialogue(store, TicketRules(sla=SlaPolicy()), interpreter,  # type: ignore[arg-type]
+                          policy=ChatPolicy(burst=1_000_000))
+
+    async def dialogue(inbound: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await inner(inbound)
+        finally:
+            timed.dialogue.append(time.perf_counter() - started)
+
+    app = web.Application()
+    runner = web.AppRunner(app, access_log=None)
+    # The channel needs its URL before the route exists; bind first, then add the route.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/telegram/webhook"
+    channel = TelegramChannel(token, child.api_base, "webhook", url, SECRET, dialogue, store)
+    channel.webhook_hook(app)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    await channel.start()
+    result = await measured(child, OURS_BASE, args, warmup=["/start"])
+    return result, timed, channel, runner
+
+
+async def fanout_phase(child: Child, channel: TelegramChannel, store: Store,
+                       n: int) -> dict[str, Any]:
+    await child.ask("customers", base=FANOUT_BASE, n=n)
+    now = datetime.now(UTC)
+    async with store.transaction() as session:
+        first_customer = int(await session.scalar(select(func.coalesce(func.max(Customer.id), 0)))
+                             or 0) + 1
+        first_identity = int(await session.scalar(
+            select(func.coalesce(func.max(ChannelIdentity.id), 0))) or 0) + 1
+        await session.execute(insert(Customer), [
+            {"id": first_customer + i, "name": f"F{i}", "language": "en", "created_at": now}
+            for i in range(n)])
+        await session.execute(insert(ChannelIdentity), [
+            {"id": first_identity + i, "customer_id": first_customer + i, "channel": "telegram",
+             "external_id": str(FANOUT_BASE + i), "reachable": True, "created_at": now}
+            for i in range(n)])
+        await session.execute(insert(OutboxMessage), [
+            {"key": f"bench-status-{uuid.uuid4().hex}", "channel": "telegram",
+             "identity_id": first_identity + i, "ticket_id": None, "kind": "status_changed",
+             "payload": {"number": f"CL-{10_000 + i}", "status": "in_progress",
+                         "from": "acknowledged", "language": "en"},
+             "status": outbox.PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+            for i in range(n)])
+    policy = DispatchPolicy(batch_size=200, concurrency=60)
+    started = time.monotonic()
+    handled = 0
+    while handled < n:
+        got = await dispatch_once(store, {"telegram": channel.sender}, policy, worker="bench")
+        handled += got
+        if got == 0:
+            await asyncio.sleep(0.05)
+    elapsed = time.monotonic() - started
+    async with store.read() as session:
+        statuses = dict((await session.execute(
+            select(OutboxMessage.status, func.count()).where(
+                OutboxMessage.kind == "status_changed").group_by(OutboxMessage.status)
+        )).all())
+    counted = await child.ask("count", base=FANOUT_BASE, n=n)
+    return {"messages": n, "elapsed": elapsed, "rate": n / elapsed, "statuses": statuses,
+            **counted}
+
+
+async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
+    store = create_store(db_url)
+    await upgrade(store)
+    child = Child()
+    from tests.fakes.telegram_api import DEFAULT_TOKEN
+
+    try:
+        echo = await echo_phase(child, DEFAULT_TOKEN, args)
+        ours, timed, channel, runner = await ours_phase(child, DEFAULT_TOKEN, store, args)
+        print(f"\n== {label}: {args.customers} concurrent customers, {args.seconds:.0f} s, "
+              f"webhook mode, cores: {os.cpu_count()}")
+        print(f"{'':22}{'msg/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/msg':>12}{'timeouts':>10}")
+        for name, r in (("bare PTB echo bot", echo), ("careloop (dialogue)", ours)):
+            print(f"{name:22}{r['rate']:8.0f}{1000 * r['p50']:9.1f}{1000 * r['p99']:9.1f}"
+                  f"{r['cpu_per_message_ms']:12.2f}{r['timeouts']:10d}")
+        ratio = ours["cpu_per_message_ms"] / max(echo["cpu_per_message_ms"], 1e-9)
+        print(f"per-message CPU, careloop / echo: {ratio:.1f}x")
+        if timed.dialogue:
+            d = statistics.mean(timed.dialogue) * 1000
+            nlu = statistics.mean(timed.nlu) * 1000 if timed.nlu else 0.0
+            share_nlu = len(timed.nlu) / len(timed.dialogue)
+            print(f"inside careloop's handler: dialogue call mean {d:.1f} ms (NLU parse "
+                  f"{nlu:.1f} ms on {share_nlu:.0%} of messages; the rest is the store "
+                  f"transaction), PTB + HTTP + sendMessage make up the remainder")
+        print(f"fake API violations: {echo['violations'] + ours['violations']}")
+        if args.fanout:
+            f = await fanout_phase(child, channel, store, args.fanout)
+            print(f"fan-out: {f['messages']} status updates in {f['elapsed']:.1f} s = "
+                  f"{f['rate']:.2f} msg/s ({f['rate'] / 30:.1%} of Telegram's 30 msg/s); "
+                  f"lost {f['lost']}, doubled {f['doubled']}; outbox {f['statuses']}")
+        await channel.stop()
+        await runner.cleanup()
+    finally:
+        child.stop()
+        await store.close()
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
+    ap.add_argument("--customers", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--fanout", type=int, default=10_000)
+    args = ap.parse_args()
+    if args.db == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            await run(f"sqlite+aiosqlite:///{Path(tmp) / 'chat.db'}", "SQLite", args)
+        return
+    name = f"careloop_bench_{uuid.uuid4().hex[:8]}"
+    user, _, hostport = PG.partition("@")
+    host, _, port = hostport.partition(":")
+    admin = await asyncpg.connect(user=user, host=host, port=int(port or 5432),
+                                  database="postgres")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        await run(f"postgresql+asyncpg://{PG}/{name}", "PostgreSQL", args)
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
