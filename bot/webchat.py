@@ -60,7 +60,7 @@ Renderer = Callable[[Delivery], list[Reply] | Awaitable[list[Reply]]]
 """Outbox row → replies in the customer's language (bot.notifications.render)."""
 
 STATIC = Path(__file__).resolve().parent / "static"
-ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css"}
+ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css", "camera.svg": "image/svg+xml"}
 # How long a socket remembers which rows it showed; older ones fall below its floor.
 SHOWN_MEMORY_SECONDS = 60.0
 _LANG = re.compile(r"^[a-z]{2,3}$")
@@ -193,7 +193,8 @@ class WebChat:
         if name not in ASSETS:
             raise web.HTTPNotFound()
         return web.Response(
-            body=self._assets[name], content_type=ASSETS[name], charset="utf-8",
+            body=self._assets[name], content_type=ASSETS[name],
+            charset="utf-8" if name.endswith((".js", ".css")) else None,
             headers=page_headers(request) | {"Cache-Control": "no-cache"},
         )
 

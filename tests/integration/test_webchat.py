@@ -248,7 +248,8 @@ async def test_page_is_served_with_strict_headers_and_a_signed_httponly_cookie(
     assert "<script>" not in html and "style=" not in html and "<style" not in html
     assert "http://" not in html and "https://" not in html and "//" not in html.replace(
         "<!--", "")
-    for name, kind in (("chat.js", "text/javascript"), ("chat.css", "text/css")):
+    for name, kind in (("chat.js", "text/javascript"), ("chat.css", "text/css"),
+                       ("camera.svg", "image/svg+xml")):
         asset = await h.client.get(f"/chat/static/{name}")
         assert asset.status == 200 and asset.content_type == kind
         assert asset.headers["X-Content-Type-Options"] == "nosniff"
