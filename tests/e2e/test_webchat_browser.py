@@ -49,6 +49,7 @@ CHROMIUM_ARGS = [
 ]
 NUMBER = re.compile(r"CL-\d+")
 WAIT_MS = 15_000
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
 
 
 @dataclass
@@ -109,7 +110,7 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
+    if not HAVE_CHROMIUM:
         pytest.skip("Debian's chromium is not installed (make test-deps installs it)")
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
