@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from aiohttp import web
 from argon2 import PasswordHasher
 
-from bot.logsender import log_sender
+from config.channels import Channels, build_channels
 from config.settings import Settings
 from desk.app import make_app
 from desk.context import DeskContext
@@ -24,7 +24,7 @@ from nlu.factory import make_interpreter
 from nlu.types import Interpreter
 from storage import accounts
 from storage.db import Store, create_store
-from storage.dispatch import DispatchPolicy, Sender, run_dispatcher
+from storage.dispatch import DispatchPolicy, run_dispatcher
 from storage.intake import TicketIntake
 from storage.migrate import upgrade
 from storage.sla import SlaPolicy, Target
@@ -33,7 +33,6 @@ from storage.tickets import TicketRules
 
 log = logging.getLogger("careloop")
 ROLES = ("all", "bot", "monitors", "desk", "worker")
-CUSTOMER_CHANNELS = ("telegram", "webchat", "x", "mastodon")
 STOP_GRACE_SECONDS = 8.0
 
 
@@ -65,15 +64,6 @@ def password_hasher() -> PasswordHasher:
     return PasswordHasher()
 
 
-def channel_senders(settings: Settings) -> dict[str, Sender]:
-    """Who delivers each channel's outbox rows. A channel with no adapter configured in the
-    settings gets the log sender, so nothing piles up unseen."""
-    senders: dict[str, Sender] = {}
-    for channel in CUSTOMER_CHANNELS:
-        senders[channel] = log_sender
-    return senders
-
-
 @dataclass
 class Service:
     settings: Settings
@@ -94,13 +84,14 @@ def build_service(settings: Settings) -> Service:
     )
 
 
-async def prepare(service: Service, out: TextIO, *, first_admin: bool = True) -> None:
-    """Migrations, the secret key and the first admin: everything start-up must make sure of."""
+async def prepare(service: Service, out: TextIO, *, first_admin: bool = True) -> str:
+    """Migrations, the secret key and the first admin: everything start-up must make sure of.
+    Returns the key that signs cookies (the setting, or the one kept in the database)."""
     await upgrade(service.store)
     settings = service.settings
     now = service.rules.clock()
     async with service.store.transaction() as session:
-        await accounts.secret_key(session)
+        secret = await accounts.secret_key(session)
         if settings.admin_user and settings.admin_password:
             await accounts.upsert_agent(
                 session, service.hasher, username=settings.admin_user, role="admin",
@@ -118,6 +109,7 @@ async def prepare(service: Service, out: TextIO, *, first_admin: bool = True) ->
                 file=out,
                 flush=True,
             )
+    return settings.secret_key.get_secret_value() if settings.secret_key else secret
 
 
 async def _sla_loop(service: Service, stop: asyncio.Event) -> None:
@@ -137,7 +129,9 @@ async def _sla_loop(service: Service, stop: asyncio.Event) -> None:
             pass
 
 
-async def _serve_desk(service: Service, stop: asyncio.Event, out: TextIO) -> None:
+async def _serve_desk(
+    service: Service, channels: Channels, stop: asyncio.Event, out: TextIO
+) -> None:
     intake = TicketIntake(service.store, service.rules)
     intake.start()
     ctx = DeskContext(
@@ -147,7 +141,8 @@ async def _serve_desk(service: Service, stop: asyncio.Event, out: TextIO) -> Non
         intake=intake,
         health={"nlu": service.interpreter.health},
     )
-    runner = web.AppRunner(make_app(ctx), handle_signals=False, access_log=None)
+    app = make_app(ctx, extra=channels.route_hooks)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, service.settings.desk_host, service.settings.desk_port)
     await site.start()
@@ -155,6 +150,8 @@ async def _serve_desk(service: Service, stop: asyncio.Event, out: TextIO) -> Non
     if port == 0 and runner.addresses:
         port = runner.addresses[0][1]
     print(f"careloop desk on http://{host}:{port}/", file=out, flush=True)
+    if channels.webchat is not None:
+        print(f"web chat on http://{host}:{port}/chat", file=out, flush=True)
     try:
         await stop.wait()
     finally:
@@ -162,21 +159,21 @@ async def _serve_desk(service: Service, stop: asyncio.Event, out: TextIO) -> Non
         await intake.close()
 
 
-def _parts(role: str, service: Service, stop: asyncio.Event, out: TextIO) -> list[Awaitable[None]]:
+def _parts(
+    role: str, service: Service, channels: Channels, stop: asyncio.Event, out: TextIO
+) -> list[Awaitable[None]]:
     s = service.settings
     parts: list[Awaitable[None]] = []
     if role in ("all", "desk"):
-        parts.append(_serve_desk(service, stop, out))
+        parts.append(_serve_desk(service, channels, stop, out))
     if role in ("all", "worker"):
         parts.append(
             run_dispatcher(
-                service.store, channel_senders(s), dispatch_policy(s), stop,
+                service.store, channels.senders, dispatch_policy(s), stop,
                 worker=service.worker_id,
             )
         )
         parts.append(_sla_loop(service, stop))
-    if role in ("all", "bot") and not s.telegram_enabled:
-        log.info("Telegram is off (set CARELOOP_TELEGRAM_TOKEN to turn it on)")
     if role in ("all", "monitors") and not (s.x_enabled or s.mastodon_enabled):
         log.info("social monitors are off (no X or Mastodon credentials)")
     return parts
@@ -190,14 +187,21 @@ async def run_service(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     service = build_service(settings)
+    channels: Channels | None = None
     try:
-        await prepare(service, out)
+        secret = await prepare(service, out)
         # Train or load the NLU model now, not on the first customer's message.
         await service.interpreter.parse("hello")
-        tasks = [asyncio.ensure_future(p) for p in _parts(role, service, stop, out)]
+        channels = build_channels(
+            role, settings, service.store, service.rules, service.interpreter, secret
+        )
+        await channels.start()
+        tasks = [asyncio.ensure_future(p) for p in _parts(role, service, channels, stop, out)]
         log.info("careloop running as %s (%s)", role, service.worker_id)
         await _until_stopped(tasks, stop)
     finally:
+        if channels is not None:
+            await channels.close()
         await service.interpreter.close()
         await service.store.close()
 
