@@ -10,7 +10,7 @@ from desk.errors import ApiError, read_model
 from desk.routes import Operation
 from desk.schemas import AssignIn, ReplyIn, StatusIn, TicketIn
 from desk.serialize import detail_json, message_json, row_json
-from storage import queries, tickets
+from storage import conversations, queries, tickets
 from storage.accounts import get_agent
 from storage.lifecycle import CHANNELS, PRIORITIES, STATUSES, parse_number
 from storage.queries import TicketFilter
@@ -164,6 +164,21 @@ async def assign(request: web.Request) -> web.Response:
     return web.json_response(await _detail(request, ticket_id))
 
 
+async def hand_back(request: web.Request) -> web.Response:
+    """After a customer's /human, the agent gives the conversation back to the bot."""
+    ticket_id = _number(request)
+    ctx = request.app[CTX]
+    async with ctx.store.transaction() as session:
+        await tickets.load_ticket(session, ticket_id)  # 404 for an unknown number
+        changed = await conversations.hand_back(
+            session, ticket_id, actor=f"agent:{current_agent(request).username}",
+            now=ctx.rules.clock(),
+        )
+    if not changed:
+        raise ApiError(409, "conflict", "this ticket is not waiting for a person")
+    return web.json_response(await _detail(request, ticket_id))
+
+
 LIST_QUERY = (
     ("status", "comma-separated statuses"),
     ("priority", "comma-separated P1..P4"),
@@ -188,4 +203,6 @@ OPERATIONS = (
               status=202, response="Reply"),
     Operation("POST", "/api/tickets/{number}/assign", assign, "Assign to an agent (null: nobody)",
               body=AssignIn),
+    Operation("POST", "/api/tickets/{number}/handback", hand_back,
+              "Give a /human conversation back to the bot"),
 )

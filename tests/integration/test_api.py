@@ -261,3 +261,18 @@ async def test_health_is_503_when_the_database_is_gone() -> None:
     finally:
         await client.close()
         await dead.close()
+
+
+async def test_hand_back_returns_a_human_conversation_to_the_bot(api: Api) -> None:
+    r = rules()
+    who = await chat_customer(api.store, r)
+    number = f"CL-{await chat_ticket(api.store, r, who, needs_human=True)}"
+    resp = await api.client.post(f"/api/tickets/{number}/handback", headers=api.agent)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["needs_human"] is False
+    assert body["events"][-1]["type"] == "handed_back"
+    again = await api.client.post(f"/api/tickets/{number}/handback", headers=api.agent)
+    assert (await _error(again))[:2] == (409, "conflict")
+    unknown = await api.client.post("/api/tickets/CL-777777/handback", headers=api.agent)
+    assert (await _error(unknown))[0] == 404
