@@ -21,10 +21,8 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import importlib.util
 import json
 import logging
-import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -57,13 +55,6 @@ from storage import dispatch, outbox
 from storage.db import Store
 
 log = logging.getLogger("careloop.telegram")
-
-# httpcore (under PTB's httpx) runs `import sniffio` several times per request; anyio 4.16 no
-# longer installs sniffio, and a failed import is searched for on disk every time (measured:
-# ~40% of a request's CPU). A None entry makes the failed import instant; httpcore then
-# assumes asyncio, which is what we run. No effect when sniffio is installed.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
@@ -184,9 +175,14 @@ class TelegramChannel:
 
     # --- the surface the composition root uses --------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, receive: bool = True) -> None:
+        """`receive=False`: only send (an outbox worker process). Receiving is the job of one
+        kind of process: `bot` processes poll; in webhook mode the desk processes answer."""
         await self.app.initialize()  # getMe: a wrong token or base URL fails here, loudly
         await self.notify_bot.initialize()
+        if not receive:
+            log.info("Telegram channel ready to send as @%s", self.app.bot.username)
+            return
         await self._publish_commands()
         if self.mode == "webhook":
             await self.app.bot.set_webhook(

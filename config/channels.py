@@ -4,7 +4,8 @@
   a mailbox that whichever desk process holds the visitor's socket shows, so a worker-only
   process marks them delivered without holding any socket;
 - Telegram receives in `bot` processes (polling) or on the desk's port (webhook), and sends
-  outbox messages from `worker` processes;
+  outbox messages from `worker` processes (one role, one job: two pollers of one bot would
+  make Telegram refuse both with 409 Conflict);
 - a customer channel with no adapter configured gets the log sender.
 """
 
@@ -17,6 +18,7 @@ from bot import notifications
 from bot.channel import Dialogue
 from bot.dialogue import make_dialogue
 from bot.logsender import log_sender
+from bot.telegram import TelegramChannel
 from bot.webchat import WebChat
 from config.settings import Settings
 from desk.app import RouteHook
@@ -39,13 +41,18 @@ async def webchat_mailbox(delivery: Delivery) -> None:
 class Channels:
     dialogue: Dialogue
     webchat: WebChat | None = None
+    telegram: TelegramChannel | None = None
+    telegram_receives: bool = False
     route_hooks: list[RouteHook] = field(default_factory=list)
     senders: dict[str, Sender] = field(default_factory=dict)
 
     async def start(self) -> None:
-        return None
+        if self.telegram is not None:
+            await self.telegram.start(receive=self.telegram_receives)
 
     async def close(self) -> None:
+        if self.telegram is not None:
+            await self.telegram.stop()
         if self.webchat is not None:
             await self.webchat.close()
 
@@ -66,6 +73,30 @@ def build_channels(
         channels.webchat = WebChat(store, dialogue, secret, notifications.render)
         channels.route_hooks.append(channels.webchat.hook)
         channels.senders["webchat"] = channels.webchat.sender
-    if role in ("all", "bot") and not settings.telegram_enabled:
-        log.info("Telegram is off (set CARELOOP_TELEGRAM_TOKEN to turn it on)")
+    if settings.telegram_token is None:
+        if role in ("all", "bot"):
+            log.info("Telegram is off (set CARELOOP_TELEGRAM_TOKEN to turn it on)")
+        return channels
+    polling = settings.telegram_mode == "polling"
+    receives = role in (("all", "bot") if polling else ("all", "desk"))
+    sends = role in ("all", "worker")
+    if not (receives or sends):
+        if role == "bot":
+            log.info("Telegram is in webhook mode: desk processes receive its updates")
+        return channels
+    hook_secret = settings.telegram_webhook_secret
+    channels.telegram = TelegramChannel(
+        settings.telegram_token.get_secret_value(),
+        settings.telegram_api_base,
+        settings.telegram_mode,
+        settings.telegram_webhook_url,
+        hook_secret.get_secret_value() if hook_secret else None,
+        dialogue,
+        store,
+    )
+    channels.telegram_receives = receives
+    if receives and not polling:
+        channels.route_hooks.append(channels.telegram.webhook_hook)
+    if sends:
+        channels.senders["telegram"] = channels.telegram.sender
     return channels
