@@ -437,7 +437,9 @@ async def test_a_flood_closes_that_socket_and_the_server_carries_on(store: Store
         assert len(dialogue.seen) < 30  # it never ran through the 200
         ws = await h.open()
         await frame(ws)
-        assert (await say(ws, "hello again"))["text"] == "You said: hello again"
+        # Answers to the queued spam may still arrive here (same visitor): the last is ours.
+        replies = await turn(ws, {"type": "message", "text": "hello again"})
+        assert replies[-1]["text"] == "You said: hello again"
         await ws.close()
     finally:
         await client.close()
