@@ -297,7 +297,11 @@ class OutboxMessage(Base):
     """A message owed to a customer. Written with the change that caused it; sent by the worker."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at", "id"),
+        # A customer's mailbox (the web chat's history and poll read it).
+        Index("ix_outbox_identity", "identity_id", "id"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     # Deterministic per cause (e.g. the ticket event): the same cause can never enqueue twice.
     key: Mapped[str] = mapped_column(String(200), unique=True)
