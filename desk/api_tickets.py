@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from aiohttp import web
 
 from desk.auth import current_agent
 from desk.context import CTX
 from desk.errors import ApiError, read_model
 from desk.routes import Operation
-from desk.schemas import AssignIn, ReplyIn, StatusIn, TicketIn
+from desk.schemas import AssignIn, Category, ReplyIn, StatusIn, TicketIn
 from desk.serialize import detail_json, message_json, row_json
 from storage import conversations, queries, tickets
 from storage.accounts import get_agent
 from storage.lifecycle import CHANNELS, PRIORITIES, STATUSES, parse_number
 from storage.queries import TicketFilter
 
-CATEGORY_VALUES = frozenset(
-    {
-        "service_attitude", "service_speed", "product_quality", "product_safety", "billing",
-        "pricing", "delivery", "returns", "store_environment", "website_app", "other",
-    }
-)
+CATEGORY_VALUES = frozenset(get_args(Category))
 MAX_LIMIT = 200
 
 
