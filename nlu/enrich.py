@@ -52,17 +52,25 @@ def _split(name: str) -> tuple[str, str | None]:
 def merge_ranking(
     intent_ranking: list[tuple[str, float]],
 ) -> tuple[list[Ranked], Ranked | None]:
-    """Fold `complaint_<cat>` entries into one `complaint` entry; the category is the best
-    complaint_* entry, its confidence the share it holds among the complaint mass."""
+    """Fold `complaint_<cat>` entries into one `complaint` entry whose confidence is the best
+    complaint_* entry; the category is that entry, its confidence the share it holds among the
+    complaint mass.
+
+    The best entry, not the sum: with eleven complaint classes against one `question` class, a
+    summed complaint mass wins every uncertain message ("help me check the cancellation fee"
+    spreads 0.1 over several complaint classes and loses 0.3 on question), which filed retail
+    questions as complaints and cost out_of_scope recall (docs/nlu.md)."""
     totals: dict[str, float] = {}
     categories: dict[str, float] = {}
     for name, conf in intent_ranking:
         c = float(conf) if isinstance(conf, int | float) and math.isfinite(conf) else 0.0
         c = min(max(c, 0.0), 1.0)
         intent, cat = _split(str(name))
-        totals[intent] = totals.get(intent, 0.0) + c
         if cat is not None:
             categories[cat] = categories.get(cat, 0.0) + c
+            totals[intent] = max(totals.get(intent, 0.0), categories[cat])
+        else:
+            totals[intent] = totals.get(intent, 0.0) + c
     ranked = sorted(
         (Ranked(n, min(c, 1.0)) for n, c in totals.items()), key=lambda r: -r.confidence
     )[:MAX_RANKING]

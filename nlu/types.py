@@ -11,6 +11,7 @@ INTENTS: tuple[str, ...] = (
     "praise",
     "check_status",
     "request_human",
+    "question",
     "greet",
     "goodbye",
     "affirm",

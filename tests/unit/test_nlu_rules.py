@@ -129,14 +129,23 @@ def test_sentiment_labels(text: str, label: str) -> None:
     assert sentiment(text).label == label
 
 
-def test_merge_ranking_sums_complaint_categories() -> None:
+def test_merge_ranking_folds_complaint_categories() -> None:
     ranked, category = merge_ranking(
         [("complaint_billing", 0.5), ("complaint_delivery", 0.3), ("praise", 0.2)]
     )
     assert ranked[0].name == "complaint"
-    assert ranked[0].confidence == pytest.approx(0.8)
+    assert ranked[0].confidence == pytest.approx(0.5)  # the best category, not the sum
     assert category is not None and category.name == "billing"
     assert category.confidence == pytest.approx(0.5 / 0.8)
+
+
+def test_merge_ranking_spread_complaint_mass_does_not_beat_one_clear_intent() -> None:
+    ranked, category = merge_ranking(
+        [("question", 0.34)] + [(f"complaint_{c}", 0.06) for c in ("billing", "other",
+         "delivery", "returns", "pricing", "website_app")] + [("out_of_scope", 0.3)]
+    )
+    assert ranked[0].name == "question"
+    assert [r.name for r in ranked].count("complaint") == 1
 
 
 def test_complete_parse_threshold_and_category() -> None:
