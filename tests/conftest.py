@@ -159,3 +159,19 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         await upgrade(s)
     yield s
     await s.close()
+
+
+# --- Telegram: the fake Bot API ------------------------------------------------------------
+
+@pytest.fixture
+async def fake() -> AsyncIterator[Any]:
+    """A fake Telegram Bot API on a loopback port. The test fails if the bot sent anything the
+    real API would have rejected, or called a method the fake does not implement."""
+    from tests.fakes.telegram_api import FakeTelegram
+
+    server = FakeTelegram()
+    await server.start()
+    yield server
+    await server.stop()
+    assert server.violations == [], server.violations
+    assert server.unimplemented == [], server.unimplemented

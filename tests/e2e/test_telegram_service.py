@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -18,15 +17,6 @@ from tests.fakes.telegram_updates import Customer
 
 pytestmark = pytest.mark.e2e
 NUMBER = re.compile(r"CL-\d+")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
-    assert server.violations == [], server.violations
 
 
 async def _texts_after(fake: FakeTelegram, chat: int, before: int) -> str:

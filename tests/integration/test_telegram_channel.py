@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -23,17 +22,6 @@ from tests.fakes.telegram_updates import Customer
 MODES = ["polling", "webhook"]
 mei = Customer(5001, "Mei", "en")
 li = Customer(5002, "Li", "zh-hans")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
-    # Whatever the bot sent, the real Bot API would have accepted.
-    assert server.violations == []
-    assert server.unimplemented == []
 
 
 async def pending_replies(store: Store) -> int:

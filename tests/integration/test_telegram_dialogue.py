@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,15 +23,6 @@ from tests.fakes.telegram_updates import Customer
 from tests.integration.test_dialogue_support import shared_interpreter
 
 NUMBER = re.compile(r"CL-\d+")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
-    assert server.violations == [] and server.unimplemented == []
 
 
 def dialogue(store: Store) -> Any:

@@ -26,15 +26,6 @@ mei = Customer(5001, "Mei", "en")
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
-    assert server.violations == [] and server.unimplemented == []
-
-
-@pytest.fixture
 async def channel(fake: FakeTelegram, store: Store) -> AsyncIterator[TelegramChannel]:
     async with running_channel(fake, store, "webhook") as ch:
         yield ch
