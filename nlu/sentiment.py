@@ -67,8 +67,24 @@ _WEIGHTS: dict[str, float] = {w: v for w, v in lex.POSITIVE.items()}
 _WEIGHTS.update({w: -v for w, v in lex.NEGATIVE.items()})
 _NEG_SET = frozenset(lex.NEGATORS)
 _BLOCK_SET = frozenset(lex.BLOCKERS)
-_VOCAB = set(_WEIGHTS) | _NEG_SET | set(lex.DEGREE) | _BLOCK_SET | set(lex.CONTRAST)
+_CONTRAST = frozenset(lex.CONTRAST)
+_RESERVE = frozenset(lex.RESERVATION)
+_SUMMARY = frozenset(lex.SUMMARY)
+_HYPO = frozenset(lex.HYPOTHETICAL)
+_DIMINISH = frozenset(lex.DIMINISH_AFTER)
+_VOCAB = (
+    set(_WEIGHTS) | _NEG_SET | set(lex.DEGREE) | _BLOCK_SET | _CONTRAST | _RESERVE | _SUMMARY
+    | _HYPO | _DIMINISH
+)
 _MAXLEN = max(len(w) for w in _VOCAB)
+_REPLY = re.compile("|".join(map(re.escape, lex.MERCHANT_REPLY)))
+# How a clause counts, by its role (general Chinese discourse habits, see nlu/zh_lexicon.py).
+_AFTER_CONTRAST, _BEFORE_CONTRAST = 1.5, 0.6  # "A，但是B": B is the verdict
+_RESERVED = 0.6  # "不错，就是B": B is a minor exception
+_SUMMED_UP = 2.0  # "总体来说B"
+_HYPOTHESIS = 0.4  # "如果B就好了", "建议B"
+_DIMINISHED = 0.5  # "脏了点"
+_EDGE = 1.5
 
 
 def _tokens(clause: str) -> list[str]:
@@ -89,21 +105,30 @@ def _tokens(clause: str) -> list[str]:
     return out
 
 
-def _clause_score(clause: str) -> float:
-    toks = _tokens(clause)
-    total = 0.0
+def _clause_score(toks: list[str]) -> float:
     negate = False
     degree = 1.0
     gap = 0  # tokens since the last modifier: a negator reaches only a few tokens forward
+    factor = 1.0  # the role of what follows: after 但是, after 就是, in a hypothesis
+    parts: list[tuple[int, float, float]] = []
     contrast_at = -1
-    parts: list[tuple[int, float]] = []
     for idx, tok in enumerate(toks):
         nxt = toks[idx + 1] if idx + 1 < len(toks) else ""
         if tok in _BLOCK_SET:
             continue
-        if tok in lex.CONTRAST and idx > 0:
-            contrast_at = idx
+        if tok in _CONTRAST:
+            if idx > 0:
+                contrast_at = idx
             negate, degree = False, 1.0
+            continue
+        if tok in _RESERVE:
+            factor = min(factor, _RESERVED)
+            continue
+        if tok in _HYPO:
+            factor = min(factor, _HYPOTHESIS)
+            continue
+        if tok in _SUMMARY:
+            factor = max(factor, _SUMMED_UP)
             continue
         if tok in _NEG_SET:
             negate = not negate
@@ -124,21 +149,37 @@ def _clause_score(clause: str) -> float:
         if negate:
             # "不好" is clearly bad; "不差" is only mildly good: negation flips and damps.
             value = -value * (0.9 if weight > 0 else 0.6)
-        parts.append((idx, value))
+        if nxt in _DIMINISH:
+            value *= _DIMINISHED
+        parts.append((idx, value, factor))
         negate, degree, gap = False, 1.0, 0
-    for idx, value in parts:
+    total = 0.0
+    for idx, value, role in parts:
         if contrast_at >= 0:
-            value *= 1.5 if idx > contrast_at else 0.6
-        total += value
+            value *= _AFTER_CONTRAST if idx > contrast_at else _BEFORE_CONTRAST
+        total += value * role
     return total
 
 
 def chinese_score(text: str) -> float:
+    """Clause by clause; a clause opening with 但是/可是 is the verdict over the one before."""
     raw = 0.0
-    for clause in _CLAUSE.split(text[:_SCAN]):
-        if not clause:
-            continue
-        raw += _clause_score(clause)
+    previous = 0.0
+    text = text[:_SCAN]
+    reply = _REPLY.search(text)
+    if reply and reply.start() > 0:
+        text = text[: reply.start()]
+    clauses = [c for c in _CLAUSE.split(text) if c.strip()]
+    for i, clause in enumerate(clauses):
+        toks = _tokens(clause)
+        value = _clause_score(toks)
+        if len(clauses) > 2 and (i == 0 or i == len(clauses) - 1):
+            value *= _EDGE  # the opening and closing clauses usually state the verdict
+        if toks and toks[0] in _CONTRAST:
+            raw += previous * (_BEFORE_CONTRAST - 1.0)  # take back part of the clause before
+            value *= _AFTER_CONTRAST
+        raw += value
+        previous = value
     bang = min(text.count("!") + text.count("！"), 4)
     raw *= 1.0 + 0.08 * bang
     # Same squashing as VADER's compound, so the two languages share a scale.

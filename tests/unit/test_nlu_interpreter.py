@@ -266,3 +266,27 @@ def test_factory() -> None:
     assert isinstance(make_interpreter("embedded"), EmbeddedInterpreter)
     with pytest.raises(ValueError, match="unknown NLU backend"):
         make_interpreter("watson")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hey, could I get my parcel sent to my office instead?",
+        "do you take afterpay at the checkout",
+        "where do I grab a PDF of my receipt from last week",
+        "how do I stop getting your marketing emails",
+        "is the garden centre open late on thursdays?",
+        "请问可以开公司抬头的发票吗",
+        "收货地址填错了，还没发货能改吗",
+        "你们周六几点关门",
+        "想问下支持云闪付吗",
+    ],
+)
+async def test_retail_questions_are_questions_not_complaints(
+    nlu: EmbeddedInterpreter, text: str
+) -> None:
+    p = await nlu.parse(unseen(text))
+    assert_valid(p)
+    assert p.intent.name == "question", p.to_dict()
+    assert p.category is None
+    assert p.urgency == "P4"

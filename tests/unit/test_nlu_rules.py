@@ -123,6 +123,18 @@ def test_urgency_rules(text: str, intent: str, category: str | None, level: str)
         ("房间挺大的，就是太吵了，睡不着，很失望", "negative"),
         ("我的投诉CL-123怎么样了", "neutral"),
         ("好评好评 👍", "positive"),
+        # 就是/只是 bring a minor reservation, not the verdict
+        ("东西很好用，就是包装简单了点", "positive"),
+        # a clause opening with 但是 outweighs the one before
+        ("外观还行。但是用了两天就坏了，太失望", "negative"),
+        # the summing-up clause carries the verdict
+        ("发货有点慢，客服回得也慢，总体来说还是很满意", "positive"),
+        # a wish is not a fact
+        ("质量很好，如果再便宜点就完美了", "positive"),
+        # 竟然/居然: the surprise is bad news in a review
+        ("等了一个小时竟然没人接待", "negative"),
+        # a shop's reply is not the customer's voice
+        ("质量太差，一洗就掉色。掌柜回复：感谢您的支持，欢迎再次光临", "negative"),
     ],
 )
 def test_sentiment_labels(text: str, label: str) -> None:
@@ -140,7 +152,7 @@ def test_merge_ranking_folds_complaint_categories() -> None:
 
 
 def test_merge_ranking_spread_complaint_mass_does_not_beat_one_clear_intent() -> None:
-    ranked, category = merge_ranking(
+    ranked, _ = merge_ranking(
         [("question", 0.34)] + [(f"complaint_{c}", 0.06) for c in ("billing", "other",
          "delivery", "returns", "pricing", "website_app")] + [("out_of_scope", 0.3)]
     )
