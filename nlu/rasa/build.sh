@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 REQ=nlu/rasa/requirements.txt
 CONFIG=nlu/rasa/config.yml
-DATA=nlu/data
+DATA="${CARELOOP_RASA_DATA:-nlu/data}"  # training data; override to try another set
 CACHE="${CARELOOP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/careloop}"
 
 # Rasa must never phone home (telemetry, first-run prompt), and TensorFlow should not spawn
