@@ -36,10 +36,12 @@ from aiohttp import web
 from sqlalchemy import func, insert, select
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
+from telegram.request import HTTPXRequest
 
 from bot.dialogue import make_dialogue
 from bot.flows.turn import ChatPolicy
 from bot.telegram import TelegramChannel
+from bot.telegram_http import AiohttpRequest
 from nlu.factory import make_interpreter
 from nlu.types import Interpreter, Parse
 from storage import outbox
@@ -222,9 +224,14 @@ async def echo_phase(child: Child, token: str, args: argparse.Namespace) -> dict
         assert update.message is not None and update.message.text is not None
         await update.message.reply_text(update.message.text)
 
+    # PTB's default request has a pool of one connection, which would serialise the echo
+    # bot's replies: the baseline gets the same pool size as careloop's reply bot (32), on
+    # PTB's default transport (httpx) unless --echo-transport says otherwise.
+    request = (AiohttpRequest(32) if args.echo_transport == "aiohttp"
+               else HTTPXRequest(connection_pool_size=32))
     app: Application[Any, Any, Any, Any, Any, Any] = (
         ApplicationBuilder().token(token).base_url(f"{child.api_base}/bot")
-        .base_file_url(f"{child.api_base}/file/bot").build()
+        .base_file_url(f"{child.api_base}/file/bot").request(request).build()
     )
     app.add_handler(MessageHandler(filters.TEXT, echo))
 
@@ -257,7 +264,7 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
 
 
 async def ours_phase(
-    child: Child, token: str, store: Store, args: argparse.Namespace
+    child: Child, token: str, store: Store, args: argparse.Namespace, base: int, transport: str
 ) -> tuple[dict[str, Any], Timed, TelegramChannel, web.AppRunner]:
     timed = Timed()
     interpreter = TimedInterpreter(make_interpreter("embedded"), timed)
@@ -279,12 +286,15 @@ async def ours_phase(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/telegram/webhook"
-    channel = TelegramChannel(token, child.api_base, "webhook", url, SECRET, dialogue, store)
+    channel = TelegramChannel(
+        token, child.api_base, "webhook", url, SECRET, dialogue, store,
+        transport=transport,  # type: ignore[arg-type]
+    )
     channel.webhook_hook(app)
     await runner.setup()
     await web.SockSite(runner, sock).start()
     await channel.start()
-    result = await measured(child, OURS_BASE, args, warmup=["/start"])
+    result = await measured(child, base, args, warmup=["/start"])
     return result, timed, channel, runner
 
 
@@ -338,15 +348,24 @@ async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
 
     try:
         echo = await echo_phase(child, DEFAULT_TOKEN, args)
-        ours, timed, channel, runner = await ours_phase(child, DEFAULT_TOKEN, store, args)
+        rows = [(f"bare PTB echo ({args.echo_transport})", echo)]
+        transports = args.transport.split(",")
+        for n, transport in enumerate(transports):
+            ours, timed, channel, runner = await ours_phase(
+                child, DEFAULT_TOKEN, store, args, OURS_BASE + 100_000 * n, transport)
+            rows.append((f"careloop ({transport})", ours))
+            if n < len(transports) - 1:
+                await channel.stop()
+                await runner.cleanup()
         print(f"\n== {label}: {args.customers} concurrent customers, {args.seconds:.0f} s, "
               f"webhook mode, cores: {os.cpu_count()}")
-        print(f"{'':22}{'msg/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/msg':>12}{'timeouts':>10}")
-        for name, r in (("bare PTB echo bot", echo), ("careloop (dialogue)", ours)):
-            print(f"{name:22}{r['rate']:8.0f}{1000 * r['p50']:9.1f}{1000 * r['p99']:9.1f}"
+        print(f"{'':24}{'msg/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/msg':>12}{'timeouts':>10}")
+        for name, r in rows:
+            print(f"{name:24}{r['rate']:8.0f}{1000 * r['p50']:9.1f}{1000 * r['p99']:9.1f}"
                   f"{r['cpu_per_message_ms']:12.2f}{r['timeouts']:10d}")
-        ratio = ours["cpu_per_message_ms"] / max(echo["cpu_per_message_ms"], 1e-9)
-        print(f"per-message CPU, careloop / echo: {ratio:.1f}x")
+        for name, r in rows[1:]:
+            ratio = r["cpu_per_message_ms"] / max(echo["cpu_per_message_ms"], 1e-9)
+            print(f"per-message CPU, {name} / echo: {ratio:.1f}x")
         if timed.dialogue:
             d = statistics.mean(timed.dialogue) * 1000
             nlu = statistics.mean(timed.nlu) * 1000 if timed.nlu else 0.0
@@ -354,7 +373,7 @@ async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
             print(f"inside careloop's handler: dialogue call mean {d:.1f} ms (NLU parse "
                   f"{nlu:.1f} ms on {share_nlu:.0%} of messages; the rest is the store "
                   f"transaction), PTB + HTTP + sendMessage make up the remainder")
-        print(f"fake API violations: {echo['violations'] + ours['violations']}")
+        print(f"fake API violations: {sum(r['violations'] for _, r in rows)}")
         if args.fanout:
             f = await fanout_phase(child, channel, store, args.fanout)
             print(f"fan-out: {f['messages']} status updates in {f['elapsed']:.1f} s = "
@@ -373,6 +392,10 @@ async def main() -> None:
     ap.add_argument("--customers", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--fanout", type=int, default=10_000)
+    ap.add_argument("--transport", default="aiohttp",
+                    help="careloop's reply transport(s), comma-separated to compare in one run: "
+                         "aiohttp (bot/telegram_http.py) or httpx (PTB's default)")
+    ap.add_argument("--echo-transport", choices=["httpx", "aiohttp"], default="httpx")
     args = ap.parse_args()
     if args.db == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:

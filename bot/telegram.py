@@ -45,12 +45,13 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
-from telegram.request import HTTPXRequest
+from telegram.request import BaseRequest, HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from bot import delivery, notifications
 from bot import telegram_convert as conv
 from bot.channel import Dialogue, Inbound, Reply
+from bot.telegram_http import AiohttpRequest
 from storage import dispatch, outbox
 from storage.db import Store
 
@@ -124,6 +125,7 @@ class TelegramChannel:
         notify_rate: float = NOTIFY_RATE,
         reply_retries: int = 3,
         polling_timeout: int = 10,
+        transport: Literal["aiohttp", "httpx"] = "aiohttp",
     ) -> None:
         if mode == "webhook" and not webhook_url:
             raise ValueError("webhook mode needs CARELOOP_TELEGRAM_WEBHOOK_URL")
@@ -138,6 +140,7 @@ class TelegramChannel:
         self._mark_delivered = mark_delivered
         self.max_file_bytes = max_file_bytes
         self._polling_timeout = polling_timeout
+        self.transport = transport
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder()
             .token(token)
@@ -148,9 +151,10 @@ class TelegramChannel:
             .rate_limiter(AIORateLimiter(overall_max_rate=0, max_retries=reply_retries))
             .update_queue(_HandleOnPut(self._handle_polled))
             .job_queue(None)
-            # httpcore scans its whole pool for every request: a few dozen warm connections
-            # serve hundreds of replies a second faster than hundreds of connections would.
-            .connection_pool_size(32)
+            # Replies and files go through python-telegram-bot's pluggable transport on
+            # aiohttp (bot/telegram_http.py): httpcore, under PTB's default, scans its whole
+            # pool on every request. getUpdates keeps PTB's own request object.
+            .request(_request(transport, 32))
             .build()
         )
         # Outbox messages: a bot of their own, held to Telegram's 30 messages/s; no retries in
@@ -161,7 +165,7 @@ class TelegramChannel:
             token,
             base_url=f"{api_base}/bot",
             base_file_url=f"{api_base}/file/bot",
-            request=HTTPXRequest(connection_pool_size=64),
+            request=_request(transport, 64),
             rate_limiter=AIORateLimiter(
                 overall_max_rate=1, overall_time_period=1 / notify_rate, max_retries=0
             ),
@@ -465,6 +469,14 @@ class TelegramChannel:
                 )
             except TelegramError as exc:  # cosmetic: never stop start-up for it
                 log.warning("could not publish the command menu: %s", exc)
+
+
+def _request(transport: str, pool: int) -> BaseRequest:
+    if transport == "httpx":
+        # httpcore scans its whole pool for every request: a few dozen warm connections
+        # serve hundreds of replies a second faster than hundreds of connections would.
+        return HTTPXRequest(connection_pool_size=pool)
+    return AiohttpRequest(connection_pool_size=pool)
 
 
 def _seconds(exc: RetryAfter) -> float:
