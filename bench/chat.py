@@ -38,6 +38,7 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 from telegram.request import HTTPXRequest
 
+from bot import delivery
 from bot.dialogue import make_dialogue
 from bot.flows.turn import ChatPolicy
 from bot.telegram import TelegramChannel
@@ -286,9 +287,13 @@ async def ours_phase(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/telegram/webhook"
+    # "aiohttp-inline": replies marked delivered inline, one transaction each, as before the
+    # background batch (bot/delivery.py).
+    transport, _, marking = transport.partition("-")
     channel = TelegramChannel(
         token, child.api_base, "webhook", url, SECRET, dialogue, store,
         transport=transport,  # type: ignore[arg-type]
+        mark_delivered=delivery.mark_delivered if marking == "inline" else None,
     )
     channel.webhook_hook(app)
     await runner.setup()

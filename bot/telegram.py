@@ -120,7 +120,7 @@ class TelegramChannel:
         store: Store,
         *,
         render: Render = notifications.render,
-        mark_delivered: MarkDelivered = delivery.mark_delivered,
+        mark_delivered: MarkDelivered | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         notify_rate: float = NOTIFY_RATE,
         reply_retries: int = 3,
@@ -137,7 +137,12 @@ class TelegramChannel:
         self.dialogue = dialogue
         self.store = store
         self._render = render
-        self._mark_delivered = mark_delivered
+        # By default replies are marked delivered in batches by a background task, off the
+        # reply's path (bot/delivery.py: the dialogue's 15 s grace makes that safe).
+        self._batcher = delivery.DeliveryBatcher(store) if mark_delivered is None else None
+        self._mark_delivered: MarkDelivered = (
+            mark_delivered if mark_delivered is not None else self._batcher  # type: ignore[assignment]
+        )
         self.max_file_bytes = max_file_bytes
         self._polling_timeout = polling_timeout
         self.transport = transport
@@ -216,6 +221,8 @@ class TelegramChannel:
             await asyncio.wait(list(self._in_flight.values()), timeout=5)
         if self.app.running:
             await self.app.stop()
+        if self._batcher is not None:
+            await self._batcher.close()
         await self.app.shutdown()
         await self.notify_bot.shutdown()
 
