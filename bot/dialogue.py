@@ -232,6 +232,8 @@ async def _idle(turn: Turn) -> None:
         return
     if intent in intake.INTAKE_KINDS:
         intake.start(turn, None, parse)
+    elif intent == "question":
+        await intake.question(turn, parse)
     elif intent == "greet":
         turn.say("greet", menu(turn))
     elif intent == "goodbye":

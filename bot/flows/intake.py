@@ -58,6 +58,17 @@ def start(turn: Turn, kind: str | None, parse: Parse | None = None) -> None:
     ask_next(turn)
 
 
+async def question(turn: Turn, parse: Parse) -> int:
+    """A retail question the bot cannot answer itself (delivery options, invoices, opening
+    hours...): at once a P4 `question` ticket with the customer's words, which the team
+    answers in this chat. Asking a customer to confirm a question would only slow them down."""
+    turn.state["flow"] = flow_no(turn) + 1
+    draft: dict[str, Any] = {"kind": "question", "answered": [], "files": 0}
+    turn.state["draft"] = draft
+    absorb(turn, draft, parse, infer_kind=False)
+    return await create(turn)
+
+
 def absorb(turn: Turn, draft: dict[str, Any], parse: Parse, *, infer_kind: bool) -> None:
     """What one free-text description tells us: kind, category, priority, order, store."""
     if infer_kind:
