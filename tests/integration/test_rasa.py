@@ -30,7 +30,7 @@ from nlu.types import CATEGORIES, INTENTS, PRIORITIES
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "nlu" / "rasa" / "build.sh"
-IN_CI = os.environ.get("CI") == "true"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # A cold cache builds the venv (~3 min) and trains (~3 min); a warm one takes seconds.
 BUILD_TIMEOUT = 1500
 START_TIMEOUT = 240.0
