@@ -17,6 +17,7 @@ import asyncio
 import logging
 import re
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from bot import catalog
@@ -38,6 +39,8 @@ log = logging.getLogger("careloop.bot.dialogue")
 ATTEMPTS = 3
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _WORD = re.compile(r"[A-Za-z]{2,}")
+# Built once: compiled once, then served from SQLAlchemy's cache.
+_TICKET_STATUS = select(Ticket.__table__.c.status).where(Ticket.__table__.c.id == bindparam("id"))
 
 
 def make_dialogue(
@@ -246,8 +249,9 @@ async def _open_current_ticket(turn: Turn) -> int | None:
     ticket_id = turn.conversation.ticket_id
     if ticket_id is None:
         return None
-    ticket = await turn.session.get(Ticket, ticket_id)
-    if ticket is None or ticket.status in DONE_STATUSES:
+    conn = await turn.session.connection()
+    status = (await conn.execute(_TICKET_STATUS, {"id": ticket_id})).scalar()
+    if status is None or status in DONE_STATUSES:
         return None
     return ticket_id
 

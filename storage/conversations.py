@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from storage import outbox
 from storage.lifecycle import format_number
@@ -44,12 +45,35 @@ EXTERNAL_ID_CHARS = 128
 HUMAN_KEY = "human"
 
 
+@dataclass(slots=True)
+class IdentityRef:
+    """What the dialogue needs of a channel identity (read with Core, not hydrated)."""
+
+    id: int
+    customer_id: int
+
+
+@dataclass(slots=True)
+class ConversationRow:
+    """A locked conversation as plain values. The dialogue changes these and writes them back
+    with `save_conversation` (one Core UPDATE, checked against `version` like the ORM's
+    version counter)."""
+
+    id: int
+    identity_id: int
+    step: str | None
+    state: dict[str, Any] | None
+    language: str | None
+    ticket_id: int | None
+    version: int
+
+
 @dataclass
 class Loaded:
     """One customer's conversation, locked for this transaction."""
 
-    identity: ChannelIdentity
-    conversation: Conversation
+    identity: IdentityRef
+    conversation: ConversationRow
     duplicate: bool  # this platform event was already handled
 
 
@@ -59,6 +83,54 @@ def message_key(customer_ref: str, message_ref: str | None) -> str | None:
     if not message_ref:
         return None
     return f"{customer_ref}:{message_ref}"[:EXTERNAL_ID_CHARS]
+
+
+# The common path's statements are built once, with bind parameters, so SQLAlchemy compiles
+# each one once and serves it from its compiled cache afterwards.
+_LOAD_COLUMNS = (
+    ChannelIdentity.id, ChannelIdentity.customer_id,
+    Conversation.id, Conversation.step, Conversation.state, Conversation.language,
+    Conversation.ticket_id, Conversation.version,
+)
+
+
+def _load_statement(postgres: bool, with_key: bool) -> Any:
+    columns: list[Any] = list(_LOAD_COLUMNS)
+    if with_key:
+        columns.append(
+            exists().where(
+                Message.channel == bindparam("channel"), Message.external_id == bindparam("key")
+            )
+        )
+    query = (
+        select(*columns)
+        .join(Conversation, Conversation.identity_id == ChannelIdentity.id)
+        .where(
+            ChannelIdentity.channel == bindparam("channel"),
+            ChannelIdentity.external_id == bindparam("customer_ref"),
+        )
+    )
+    if postgres:
+        query = query.with_for_update(of=Conversation.__table__)
+    return query
+
+
+_LOAD = {(pg, key): _load_statement(pg, key) for pg in (False, True) for key in (False, True)}
+
+_SAVE = (
+    update(Conversation.__table__)
+    .where(
+        Conversation.__table__.c.id == bindparam("b_id"),
+        Conversation.__table__.c.version == bindparam("b_version"),
+    )
+    .values(
+        step=bindparam("step"), state=bindparam("state"), language=bindparam("language"),
+        ticket_id=bindparam("ticket_id"), updated_at=bindparam("updated_at"),
+        version=bindparam("new_version"),
+    )
+)
+
+_INSERT_MESSAGE = insert(Message.__table__)
 
 
 async def load_locked(
@@ -75,25 +147,20 @@ async def load_locked(
     """Identity, conversation (row-locked) and whether the event is a duplicate, in one query
     on the common path; first contact creates the customer, identity and conversation."""
     key = message_key(customer_ref, message_ref)
-    seen = (
-        exists().where(Message.channel == channel, Message.external_id == key)
-        if key
-        else None
-    )
-    columns: list[Any] = [ChannelIdentity, Conversation]
-    if seen is not None:
-        columns.append(seen)
-    query = (
-        select(*columns)
-        .join(Conversation, Conversation.identity_id == ChannelIdentity.id)
-        .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == customer_ref)
-    )
-    if postgres:
-        query = query.with_for_update(of=Conversation)
-    row = (await session.execute(query)).first()
+    params = {"channel": channel, "customer_ref": customer_ref}
+    if key:
+        params["key"] = key
+    conn = await session.connection()
+    row = (await conn.execute(_LOAD[(postgres, bool(key))], params)).first()
     if row is not None:
-        duplicate = bool(row[2]) if seen is not None else False
-        return Loaded(identity=row[0], conversation=row[1], duplicate=duplicate)
+        return Loaded(
+            identity=IdentityRef(id=row[0], customer_id=row[1]),
+            conversation=ConversationRow(
+                id=row[2], identity_id=row[0], step=row[3], state=row[4], language=row[5],
+                ticket_id=row[6], version=row[7],
+            ),
+            duplicate=bool(row[8]) if key else False,
+        )
     # First contact (or an identity made elsewhere, e.g. by an X DM intake): a concurrent first
     # event of the same customer fails on a unique constraint and the caller retries, finding
     # the row on the common path.
@@ -106,12 +173,57 @@ async def load_locked(
     )
     session.add(conversation)
     await session.flush()
-    return Loaded(identity=identity, conversation=conversation, duplicate=False)
+    return Loaded(
+        identity=IdentityRef(id=identity.id, customer_id=identity.customer_id),
+        conversation=ConversationRow(
+            id=conversation.id, identity_id=identity.id, step=None, state={},
+            language=language, ticket_id=None, version=conversation.version,
+        ),
+        duplicate=False,
+    )
+
+
+async def save_conversation(
+    session: AsyncSession, conversation: ConversationRow, *, now: datetime
+) -> None:
+    """Writes the conversation's values back: one UPDATE, with the version check the ORM's
+    version counter does (a stale version raises StaleDataError, as a flush would)."""
+    conn = await session.connection()
+    result = await conn.execute(_SAVE, {
+        "b_id": conversation.id, "b_version": conversation.version,
+        "step": conversation.step, "state": conversation.state,
+        "language": conversation.language, "ticket_id": conversation.ticket_id,
+        "updated_at": now, "new_version": conversation.version + 1,
+    })
+    if result.rowcount != 1:
+        raise StaleDataError(
+            f"UPDATE statement on table 'conversations' expected to update 1 row(s); "
+            f"{result.rowcount} were matched."
+        )
+    conversation.version += 1
+
+
+async def insert_inbound(
+    session: AsyncSession,
+    conversation_id: int,
+    *,
+    channel: str,
+    external_id: str | None,
+    text: str,
+    now: datetime,
+) -> None:
+    """`record_inbound` as one Core INSERT, for a message nothing else refers to."""
+    conn = await session.connection()
+    await conn.execute(_INSERT_MESSAGE, {
+        "conversation_id": conversation_id, "ticket_id": None, "direction": "in",
+        "author_type": "customer", "author_name": None, "text": text, "public": True,
+        "channel": channel, "external_id": external_id, "created_at": now,
+    })
 
 
 def record_inbound(
     session: AsyncSession,
-    conversation: Conversation,
+    conversation: Conversation | ConversationRow,
     *,
     channel: str,
     external_id: str | None,

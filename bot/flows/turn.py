@@ -12,13 +12,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bot import catalog
 from bot.channel import Button, Inbound
 from nlu.types import Parse
 from storage import conversations, outbox, tickets
-from storage.models import ChannelIdentity, Conversation, Message, OutboxMessage
+from storage.conversations import ConversationRow, IdentityRef
+from storage.models import Message, OutboxMessage
 from storage.tickets import TicketRules
 
 CHAT_REPLY = "chat_reply"
@@ -46,11 +49,44 @@ class ChatPolicy:
 Keyboard = tuple[tuple[Button, ...], ...]
 
 
+@dataclass(slots=True)
+class PendingReply:
+    """A reply's outbox row not written yet: the common path writes all of a turn's replies
+    with one Core INSERT … RETURNING id instead of ORM objects and a unit-of-work flush."""
+
+    values: dict[str, Any]
+    id: int | None = None
+
+
 @dataclass
 class Said:
-    row: OutboxMessage
+    row: OutboxMessage | PendingReply
     text: str
     buttons: Keyboard
+
+
+# Built once, so its compiled form is cached; `sort_by_parameter_order` gives the ids back in
+# the rows' order, on either database.
+_INSERT_REPLIES = insert(OutboxMessage.__table__).returning(
+    OutboxMessage.__table__.c.id, sort_by_parameter_order=True
+)
+_PENDING = "careloop.pending_replies"
+
+
+def _written(pending: list[PendingReply], ids: list[int]) -> None:
+    for reply, new_id in zip(pending, ids, strict=True):
+        reply.id = new_id
+    pending.clear()
+
+
+@event.listens_for(Session, "before_flush")
+def _replies_before_flush(session: Session, _context: Any, _instances: Any) -> None:
+    """A flow's ORM flush (a ticket, a message on a ticket) writes the replies said before it
+    first, so outbox ids keep the order things were said in (the web chat's history)."""
+    pending = session.info.get(_PENDING)
+    if pending:
+        rows = session.connection().execute(_INSERT_REPLIES, [p.values for p in pending])
+        _written(pending, [r[0] for r in rows])
 
 
 @dataclass
@@ -62,8 +98,8 @@ class Turn:
     inbound: Inbound
     text: str
     parse: Parse | None
-    identity: ChannelIdentity
-    conversation: Conversation
+    identity: IdentityRef
+    conversation: ConversationRow
     lang: str
     state: dict[str, Any]
     step: str | None
@@ -92,21 +128,29 @@ class Turn:
         self.say_text(self.t(key, **args), buttons)
 
     def say_text(self, text: str, buttons: Keyboard = ()) -> None:
-        row = outbox.enqueue(
-            self.session,
-            key=f"reply:{self._reply_key}:{len(self.said)}"[:200],
-            channel=self.inbound.channel,
-            identity_id=self.identity.id,
-            ticket_id=None,
-            kind=CHAT_REPLY,
-            payload={
-                "text": text,
-                "buttons": [[{"label": b.label, "data": b.data} for b in row] for row in buttons],
-                "language": self.lang,
-            },
-            now=self.now,
-        )
-        row.next_attempt_at = self.now + self.policy.grace
+        key = f"reply:{self._reply_key}:{len(self.said)}"[:200]
+        payload = {
+            "text": text,
+            "buttons": [[{"label": b.label, "data": b.data} for b in row] for row in buttons],
+            "language": self.lang,
+        }
+        if self.session.new:
+            # ORM rows are waiting for a flush: this reply joins them, so it gets its id after
+            # theirs, in the order things happened.
+            row: OutboxMessage | PendingReply = outbox.enqueue(
+                self.session, key=key, channel=self.inbound.channel,
+                identity_id=self.identity.id, ticket_id=None, kind=CHAT_REPLY,
+                payload=payload, now=self.now,
+            )
+            row.next_attempt_at = self.now + self.policy.grace
+        else:
+            row = PendingReply({
+                "key": key, "channel": self.inbound.channel, "identity_id": self.identity.id,
+                "ticket_id": None, "kind": CHAT_REPLY, "payload": payload,
+                "status": outbox.PENDING, "attempts": 0,
+                "next_attempt_at": self.now + self.policy.grace, "created_at": self.now,
+            })
+            self.session.info.setdefault(_PENDING, []).append(row)
         self.said.append(Said(row=row, text=text, buttons=buttons))
 
     def adopt(self, row: OutboxMessage, text: str, buttons: Keyboard = ()) -> None:
@@ -136,13 +180,20 @@ class Turn:
         return " ".join(parts) or "[empty]"
 
     async def finish(self) -> None:
-        """Writes the inbound event (if no flow put it on a ticket), its files and the state."""
-        if self.message is None:
+        """Writes the inbound event (if no flow put it on a ticket), its files, the replies and
+        the state."""
+        if self.message is None and not self.inbound.attachments:
+            await conversations.insert_inbound(
+                self.session, self.conversation.id, channel=self.inbound.channel,
+                external_id=self.external_id, text=self.stored_text(), now=self.now,
+            )
+        elif self.message is None:
             self.message = conversations.record_inbound(
                 self.session, self.conversation, channel=self.inbound.channel,
                 external_id=self.external_id, text=self.stored_text(), now=self.now,
             )
         if self.inbound.attachments:
+            assert self.message is not None
             await self.session.flush()  # the message id, so each file says where it came from
             for a in self.inbound.attachments:
                 conversations.store_attachment(
@@ -152,12 +203,17 @@ class Turn:
                     content=a.content, now=self.now, ticket_id=self.attachments_to_ticket,
                     message_id=self.message.id,
                 )
+        pending = self.session.info.get(_PENDING)
+        if pending:
+            conn = await self.session.connection()
+            rows = await conn.execute(_INSERT_REPLIES, [p.values for p in pending])
+            _written(pending, [r[0] for r in rows])
         self.conversation.state = self.state
         self.conversation.step = self.step
-        self.conversation.updated_at = self.now
         if self.conversation.language != self.lang:
             self.conversation.language = self.lang
             await conversations.set_customer_language(self.session, self.customer_id, self.lang)
+        await conversations.save_conversation(self.session, self.conversation, now=self.now)
 
 
 def button(label: str, data: str) -> Button:
