@@ -105,7 +105,7 @@ async def _handle(
             session=session, rules=rules, policy=policy, now=now, inbound=inbound, text=text,
             parse=parse, identity=loaded.identity, conversation=conversation,
             lang=_language(state, conversation.language, hint, text, parse),
-            state=state, step=conversation.step,
+            state=state, step=conversation.step, postgres=store.is_postgres,
         )
         if _throttled(turn):
             await turn.finish()
@@ -249,8 +249,10 @@ async def _open_current_ticket(turn: Turn) -> int | None:
     ticket_id = turn.conversation.ticket_id
     if ticket_id is None:
         return None
-    conn = await turn.session.connection()
-    status = (await conn.execute(_TICKET_STATUS, {"id": ticket_id})).scalar()
+    loaded_id, status = turn.conversation.loaded_ticket
+    if loaded_id != ticket_id:
+        conn = await turn.session.connection()
+        status = (await conn.execute(_TICKET_STATUS, {"id": ticket_id})).scalar()
     if status is None or status in DONE_STATUSES:
         return None
     return ticket_id

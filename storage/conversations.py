@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -66,6 +66,8 @@ class ConversationRow:
     language: str | None
     ticket_id: int | None
     version: int
+    # The status of `ticket_id` as loaded (None: no ticket), read in the same statement.
+    loaded_ticket: tuple[int | None, str | None] = (None, None)
 
 
 @dataclass
@@ -90,7 +92,7 @@ def message_key(customer_ref: str, message_ref: str | None) -> str | None:
 _LOAD_COLUMNS = (
     ChannelIdentity.id, ChannelIdentity.customer_id,
     Conversation.id, Conversation.step, Conversation.state, Conversation.language,
-    Conversation.ticket_id, Conversation.version,
+    Conversation.ticket_id, Conversation.version, Ticket.status,
 )
 
 
@@ -105,6 +107,8 @@ def _load_statement(postgres: bool, with_key: bool) -> Any:
     query = (
         select(*columns)
         .join(Conversation, Conversation.identity_id == ChannelIdentity.id)
+        # The current ticket's status comes along (not locked: only the conversation is).
+        .outerjoin(Ticket, Ticket.id == Conversation.ticket_id)
         .where(
             ChannelIdentity.channel == bindparam("channel"),
             ChannelIdentity.external_id == bindparam("customer_ref"),
@@ -130,7 +134,7 @@ _SAVE = (
     )
 )
 
-_INSERT_MESSAGE = insert(Message.__table__)
+INSERT_MESSAGE = insert(Message.__table__)
 
 
 async def load_locked(
@@ -157,9 +161,9 @@ async def load_locked(
             identity=IdentityRef(id=row[0], customer_id=row[1]),
             conversation=ConversationRow(
                 id=row[2], identity_id=row[0], step=row[3], state=row[4], language=row[5],
-                ticket_id=row[6], version=row[7],
+                ticket_id=row[6], version=row[7], loaded_ticket=(row[6], row[8]),
             ),
-            duplicate=bool(row[8]) if key else False,
+            duplicate=bool(row[9]) if key else False,
         )
     # First contact (or an identity made elsewhere, e.g. by an X DM intake): a concurrent first
     # event of the same customer fails on a unique constraint and the caller retries, finding
@@ -214,11 +218,75 @@ async def insert_inbound(
 ) -> None:
     """`record_inbound` as one Core INSERT, for a message nothing else refers to."""
     conn = await session.connection()
-    await conn.execute(_INSERT_MESSAGE, {
+    await conn.execute(INSERT_MESSAGE, {
         "conversation_id": conversation_id, "ticket_id": None, "direction": "in",
         "author_type": "customer", "author_name": None, "text": text, "public": True,
         "channel": channel, "external_id": external_id, "created_at": now,
     })
+
+
+_MESSAGE_COLUMNS = (
+    "conversation_id", "ticket_id", "direction", "author_type", "author_name", "text", "public",
+    "channel", "external_id", "created_at",
+)
+
+
+def _writes_statement(with_message: bool) -> Any:
+    """PostgreSQL: the conversation UPDATE and the inbound message as one statement
+    (data-modifying CTEs), returning the number of conversation rows updated (the version
+    check). Built once per shape at import, so its compiled form is cached. (The reply rows
+    stay a separate INSERT … RETURNING: a multi-row VALUES is not cacheable in SQLAlchemy, and
+    one CTE per reply would not keep the ids in the order things were said.)"""
+    conv = Conversation.__table__
+    saved = _SAVE.returning(conv.c.id).cte("saved")
+    ctes = [saved]
+    if with_message:
+        ctes.append(
+            insert(Message.__table__)
+            .values({c: bindparam(f"m_{c}") for c in _MESSAGE_COLUMNS})
+            .cte("inbound")
+        )
+    return select(select(func.count()).select_from(saved).scalar_subquery()).add_cte(*ctes)
+
+
+_WRITES = {with_message: _writes_statement(with_message) for with_message in (False, True)}
+
+
+async def write_turn_pg(
+    session: AsyncSession,
+    conversation: ConversationRow,
+    *,
+    inbound: dict[str, Any] | None,
+    now: datetime,
+) -> None:
+    """`insert_inbound` + `save_conversation` in one round trip on PostgreSQL."""
+    params: dict[str, Any] = {
+        "b_id": conversation.id, "b_version": conversation.version,
+        "step": conversation.step, "state": conversation.state,
+        "language": conversation.language, "ticket_id": conversation.ticket_id,
+        "updated_at": now, "new_version": conversation.version + 1,
+    }
+    if inbound is not None:
+        for c in _MESSAGE_COLUMNS:
+            params[f"m_{c}"] = inbound[c]
+    conn = await session.connection()
+    matched = (await conn.execute(_WRITES[inbound is not None], params)).scalar()
+    if matched != 1:
+        raise StaleDataError(
+            f"UPDATE statement on table 'conversations' expected to update 1 row(s); "
+            f"{matched} were matched."
+        )
+    conversation.version += 1
+
+
+def inbound_values(
+    conversation_id: int, *, channel: str, external_id: str | None, text: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id, "ticket_id": None, "direction": "in",
+        "author_type": "customer", "author_name": None, "text": text, "public": True,
+        "channel": channel, "external_id": external_id, "created_at": now,
+    }
 
 
 def record_inbound(

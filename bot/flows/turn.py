@@ -106,6 +106,7 @@ class Turn:
     said: list[Said] = field(default_factory=list)
     message: Message | None = None  # the stored inbound event, once written
     attachments_to_ticket: int | None = None
+    postgres: bool = False  # the store's writes go out as one statement
     _reply_key: str = ""
 
     def __post_init__(self) -> None:
@@ -182,9 +183,10 @@ class Turn:
     async def finish(self) -> None:
         """Writes the inbound event (if no flow put it on a ticket), its files, the replies and
         the state."""
+        inbound = None
         if self.message is None and not self.inbound.attachments:
-            await conversations.insert_inbound(
-                self.session, self.conversation.id, channel=self.inbound.channel,
+            inbound = conversations.inbound_values(
+                self.conversation.id, channel=self.inbound.channel,
                 external_id=self.external_id, text=self.stored_text(), now=self.now,
             )
         elif self.message is None:
@@ -203,16 +205,25 @@ class Turn:
                     content=a.content, now=self.now, ticket_id=self.attachments_to_ticket,
                     message_id=self.message.id,
                 )
-        pending = self.session.info.get(_PENDING)
-        if pending:
-            conn = await self.session.connection()
-            rows = await conn.execute(_INSERT_REPLIES, [p.values for p in pending])
-            _written(pending, [r[0] for r in rows])
         self.conversation.state = self.state
         self.conversation.step = self.step
         if self.conversation.language != self.lang:
             self.conversation.language = self.lang
             await conversations.set_customer_language(self.session, self.customer_id, self.lang)
+        pending = self.session.info.get(_PENDING)
+        if pending:
+            conn = await self.session.connection()
+            rows = await conn.execute(_INSERT_REPLIES, [p.values for p in pending])
+            _written(pending, [r[0] for r in rows])
+        if self.postgres:
+            # The message and the state in one round trip.
+            await conversations.write_turn_pg(
+                self.session, self.conversation, inbound=inbound, now=self.now
+            )
+            return
+        if inbound is not None:
+            conn = await self.session.connection()
+            await conn.execute(conversations.INSERT_MESSAGE, inbound)
         await conversations.save_conversation(self.session, self.conversation, now=self.now)
 
 
