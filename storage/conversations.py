@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, exists, func, insert, select, update
+from sqlalchemy import Table, bindparam, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -35,6 +35,9 @@ from storage.models import (
     TicketEvent,
 )
 from storage.tickets import identity_for
+
+CONVERSATIONS = cast(Table, Conversation.__table__)
+MESSAGES = cast(Table, Message.__table__)
 
 # Tickets a customer still cares about: everything except closed (a resolved ticket may still
 # be waiting for their satisfaction score).
@@ -122,10 +125,10 @@ def _load_statement(postgres: bool, with_key: bool) -> Any:
 _LOAD = {(pg, key): _load_statement(pg, key) for pg in (False, True) for key in (False, True)}
 
 _SAVE = (
-    update(Conversation.__table__)
+    update(CONVERSATIONS)
     .where(
-        Conversation.__table__.c.id == bindparam("b_id"),
-        Conversation.__table__.c.version == bindparam("b_version"),
+        CONVERSATIONS.c.id == bindparam("b_id"),
+        CONVERSATIONS.c.version == bindparam("b_version"),
     )
     .values(
         step=bindparam("step"), state=bindparam("state"), language=bindparam("language"),
@@ -134,7 +137,7 @@ _SAVE = (
     )
 )
 
-INSERT_MESSAGE = insert(Message.__table__)
+INSERT_MESSAGE = insert(MESSAGES)
 
 
 async def load_locked(
@@ -237,12 +240,12 @@ def _writes_statement(with_message: bool) -> Any:
     check). Built once per shape at import, so its compiled form is cached. (The reply rows
     stay a separate INSERT … RETURNING: a multi-row VALUES is not cacheable in SQLAlchemy, and
     one CTE per reply would not keep the ids in the order things were said.)"""
-    conv = Conversation.__table__
+    conv = CONVERSATIONS
     saved = _SAVE.returning(conv.c.id).cte("saved")
     ctes = [saved]
     if with_message:
         ctes.append(
-            insert(Message.__table__)
+            insert(MESSAGES)
             .values({c: bindparam(f"m_{c}") for c in _MESSAGE_COLUMNS})
             .cte("inbound")
         )

@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, insert
+from sqlalchemy import Table, event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -67,8 +67,9 @@ class Said:
 
 # Built once, so its compiled form is cached; `sort_by_parameter_order` gives the ids back in
 # the rows' order, on either database.
-_INSERT_REPLIES = insert(OutboxMessage.__table__).returning(
-    OutboxMessage.__table__.c.id, sort_by_parameter_order=True
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+_INSERT_REPLIES = insert(_OUTBOX).returning(
+    _OUTBOX.c.id, sort_by_parameter_order=True
 )
 _PENDING = "careloop.pending_replies"
 
@@ -138,12 +139,13 @@ class Turn:
         if self.session.new:
             # ORM rows are waiting for a flush: this reply joins them, so it gets its id after
             # theirs, in the order things happened.
-            row: OutboxMessage | PendingReply = outbox.enqueue(
+            orm_row = outbox.enqueue(
                 self.session, key=key, channel=self.inbound.channel,
                 identity_id=self.identity.id, ticket_id=None, kind=CHAT_REPLY,
                 payload=payload, now=self.now,
             )
-            row.next_attempt_at = self.now + self.policy.grace
+            orm_row.next_attempt_at = self.now + self.policy.grace
+            row: OutboxMessage | PendingReply = orm_row
         else:
             row = PendingReply({
                 "key": key, "channel": self.inbound.channel, "identity_id": self.identity.id,
