@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TextIO
@@ -219,5 +219,3 @@ async def _until_stopped(tasks: Sequence[asyncio.Future[Any]], stop: asyncio.Eve
     if crashed and crashed[0] is not None:
         raise crashed[0]
 
-
-OnStart = Callable[[Service], Awaitable[None]]

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from storage.db import Store
 from storage.errors import StoreError
 from storage.models import OutboxMessage, Ticket, TicketEvent
-from storage.tickets import NewTicket, TicketRules, created_payload, ticket_row
+from storage.tickets import NewTicket, TicketRules, created_payload, ticket_row, validate_new
 
 log = logging.getLogger("careloop.intake")
 TICKETS = cast(Table, Ticket.__table__)
@@ -68,7 +68,7 @@ class TicketIntake:
                 job.done.set_exception(RuntimeError("intake closed"))
 
     async def create(self, new: NewTicket) -> Created:
-        ticket_row(self._rules, new, self._rules.clock())  # bad input fails here, alone
+        validate_new(new)  # bad input fails here, alone, before it can share a batch
         if not self._tasks:
             self.start()
         job = _Job(new, asyncio.get_running_loop().create_future())
