@@ -31,13 +31,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 from sqlalchemy import func, insert, select
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 from telegram.request import HTTPXRequest
 
+from bench.databases import scratch_postgres
 from bot import delivery
 from bot.dialogue import make_dialogue
 from bot.flows.turn import ChatPolicy
@@ -53,7 +53,6 @@ from storage.models import ChannelIdentity, Customer, OutboxMessage
 from storage.sla import SlaPolicy
 from storage.tickets import TicketRules
 
-PG = os.environ.get("CARELOOP_BENCH_PG", "postgres@127.0.0.1:5432")
 SECRET = "bench_secret"
 # One customer's side of a conversation, over and over: a complaint, a skipped question, the
 # confirmation (a ticket), a status question, a greeting.
@@ -415,17 +414,8 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             await run(f"sqlite+aiosqlite:///{Path(tmp) / 'chat.db'}", "SQLite", args)
         return
-    name = f"careloop_bench_{uuid.uuid4().hex[:8]}"
-    user, _, hostport = PG.partition("@")
-    host, _, port = hostport.partition(":")
-    admin = await asyncpg.connect(user=user, host=host, port=int(port or 5432),
-                                  database="postgres")
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        await run(f"postgresql+asyncpg://{PG}/{name}", "PostgreSQL", args)
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_postgres() as url:
+        await run(url, "PostgreSQL", args)
 
 
 if __name__ == "__main__":

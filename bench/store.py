@@ -14,16 +14,15 @@ import random
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from argon2 import PasswordHasher
 from sqlalchemy import insert
 
+from bench.databases import scratch_postgres
 from desk.app import make_app
 from desk.context import DeskContext
 from storage.accounts import issue_token, upsert_agent
@@ -34,7 +33,6 @@ from storage.models import Ticket
 from storage.sla import SlaPolicy
 from storage.tickets import NewTicket, TicketRules, create_ticket, identity_for
 
-PG = os.environ.get("CARELOOP_BENCH_PG", "postgres@127.0.0.1:5432")
 CATEGORIES = ["delivery", "billing", "product_quality", "service_attitude", "returns"]
 
 
@@ -211,18 +209,8 @@ async def main() -> None:
             await bench_one("sqlite", f"sqlite+aiosqlite:///{Path(tmp) / 'b.db'}", args.tickets,
                             args.seed, args.requests)
     if args.only != "sqlite":
-        name = f"careloop_bench_{uuid.uuid4().hex[:8]}"
-        user, _, hostport = PG.partition("@")
-        host, _, port = hostport.partition(":")
-        admin = await asyncpg.connect(user=user, host=host, port=int(port or 5432),
-                                      database="postgres")
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            await bench_one("postgres", f"postgresql+asyncpg://{PG}/{name}", args.tickets,
-                            args.seed, args.requests)
-        finally:
-            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-            await admin.close()
+        async with scratch_postgres() as url:
+            await bench_one("postgres", url, args.tickets, args.seed, args.requests)
 
 
 if __name__ == "__main__":
