@@ -74,7 +74,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        if conn.get_isolation_level() != "AUTOCOMMIT":  # ANALYZE and VACUUM run outside one
+        # ANALYZE and VACUUM ask for AUTOCOMMIT; wrapped in BEGIN they would be rolled back.
+        # (get_isolation_level() reads the PRAGMA, not this option, so it cannot tell.)
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
