@@ -127,6 +127,16 @@ def _page_keys(f: TicketFilter, cursor: str | None, limit: int, status: str | No
     return keys.order_by(*order).limit(limit)
 
 
+def page_keys(f: TicketFilter, cursor: str | None, limit: int, *, merge: bool) -> Any:
+    """(id, priority, resolution_due) of one page. `merge`: one index-ordered read per status,
+    merged, instead of a single `status IN (...)`."""
+    if not merge:
+        return _page_keys(f, cursor, limit, None)
+    single = TicketFilter(**{**f.__dict__, "statuses": []})
+    parts = [select(_page_keys(single, cursor, limit, s).subquery()) for s in f.statuses]
+    return select(union_all(*parts).subquery())
+
+
 async def list_tickets(
     session: AsyncSession, f: TicketFilter, *, limit: int, cursor: str | None
 ) -> tuple[list[TicketRow], str | None]:
@@ -135,15 +145,7 @@ async def list_tickets(
     With several statuses, each status is read in index order on its own and the pieces are
     merged: a planner left with `status IN (...)` would otherwise collect every matching row
     and sort them all (SQLite: 100 ms at 100,000 tickets instead of under 1 ms)."""
-    if len(f.statuses) > 1:
-        single = TicketFilter(**{**f.__dict__, "statuses": []})
-        parts = [
-            select(_page_keys(single, cursor, limit + 1, status).subquery())
-            for status in f.statuses
-        ]
-        keys = union_all(*parts).subquery()
-    else:
-        keys = _page_keys(f, cursor, limit + 1, None).subquery()
+    keys = page_keys(f, cursor, limit + 1, merge=len(f.statuses) > 1).subquery()
     query = (
         select(
             TICKETS,
