@@ -10,7 +10,6 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,18 +23,6 @@ RUN_CLI = (
     "p = argparse.ArgumentParser(prog='careloop'); s = p.add_subparsers(dest='c', required=True); "
     "add_nlu_commands(s); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
 )
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("nlu-cli-cache")
-    old = os.environ.get("CARELOOP_NLU_CACHE")
-    os.environ["CARELOOP_NLU_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("CARELOOP_NLU_CACHE", None)
-    else:
-        os.environ["CARELOOP_NLU_CACHE"] = old
 
 
 def _cli(*argv: str) -> argparse.Namespace:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,18 +11,6 @@ from nlu.embedded import EmbeddedInterpreter, load_or_train
 from nlu.factory import make_interpreter
 from nlu.training_data import load_training_data
 from nlu.types import CATEGORIES, INTENTS, Interpreter, Parse
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("nlu-cache")
-    old = os.environ.get("CARELOOP_NLU_CACHE")
-    os.environ["CARELOOP_NLU_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("CARELOOP_NLU_CACHE", None)
-    else:
-        os.environ["CARELOOP_NLU_CACHE"] = old
 
 
 @pytest.fixture(scope="module")
