@@ -190,8 +190,9 @@ async def run_service(
     channels: Channels | None = None
     try:
         secret = await prepare(service, out)
-        # Train or load the NLU model now, not on the first customer's message.
-        await service.interpreter.parse("hello")
+        if role != "worker":  # workers deliver and time; they never read a customer's words
+            # Train or load the NLU model now, not on the first customer's message.
+            await service.interpreter.parse("hello")
         channels = build_channels(
             role, settings, service.store, service.rules, service.interpreter, secret
         )
