@@ -128,12 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _optional_commands(sub: Any) -> None:
-    """Command groups that live beside their packages (NLU, reports, imports)."""
-    try:
-        from config.nlu_cli import add_nlu_commands
-    except ImportError:
-        return
+    """Command groups that live beside their packages (NLU, imports, reports)."""
+    from config.import_cli import add_import_commands
+    from config.nlu_cli import add_nlu_commands
+    from config.report_cli import add_report_commands
+
     add_nlu_commands(sub)
+    add_import_commands(sub)
+    add_report_commands(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

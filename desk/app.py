@@ -10,7 +10,17 @@ from aiohttp import web
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from desk import api_agents, api_tickets
+from desk import (
+    api_agents,
+    api_mentions,
+    api_reports,
+    api_tickets,
+    pages_admin,
+    pages_auth,
+    pages_queue,
+    pages_reports,
+    pages_tickets,
+)
 from desk.auth import AGENT, PUBLIC_API, authenticate
 from desk.context import CTX, DeskContext
 from desk.errors import MAX_BODY, ApiError, error_response
@@ -20,8 +30,17 @@ from desk.routes import Handler, Operation
 from storage.errors import StoreError
 
 log = logging.getLogger("careloop.desk")
+RouteHook = Callable[[web.Application], None]
 
-OPERATIONS: tuple[Operation, ...] = api_tickets.OPERATIONS + api_agents.OPERATIONS
+OPERATIONS: tuple[Operation, ...] = (
+    api_tickets.OPERATIONS + api_agents.OPERATIONS + api_mentions.OPERATIONS
+    + api_reports.OPERATIONS
+)
+# Each page module adds its own routes (login, accounts, queue, tickets, reports).
+PAGES: tuple[RouteHook, ...] = (
+    pages_auth.routes, pages_admin.routes, pages_queue.routes, pages_tickets.routes,
+    pages_reports.routes,
+)
 
 HTTP_CODES = {
     400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
@@ -88,9 +107,6 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(build_spec(OPERATIONS))
 
 
-RouteHook = Callable[[web.Application], None]
-
-
 def make_app(ctx: DeskContext, extra: Sequence[RouteHook] = ()) -> web.Application:
     """`extra`: channels that serve pages or webhooks from the desk's port (the web chat, the
     Telegram webhook) add their routes here."""
@@ -105,6 +121,8 @@ def make_app(ctx: DeskContext, extra: Sequence[RouteHook] = ()) -> web.Applicati
     app.router.add_get("/api/openapi.json", openapi)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, op.handler)
+    for pages in PAGES:
+        pages(app)
     for hook in extra:
         hook(app)
     # Unknown /api paths still answer in the error envelope (the middleware wraps the 404).

@@ -79,6 +79,46 @@ class Agent(Base):
     language: Mapped[str] = mapped_column(String(8), default="en")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
+    # Bumped on password change, deactivation or "log out everywhere": desk session cookies
+    # carry the epoch they were issued under, so older cookies stop working at once.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LoginAttempt(Base):
+    """Failed desk logins, counted per account and per address to throttle guessing."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_username", "username", "at"),
+        Index("ix_login_attempts_address", "address", "at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+
+
+class CannedReply(Base):
+    """A reply the team reuses; `{customer}`, `{ticket}`, `{agent}`… are filled in when used."""
+
+    __tablename__ = "canned_replies"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    language: Mapped[str | None] = mapped_column(String(8))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class SavedView(Base):
+    """A named ticket-list filter; `agent_id` NULL means shared with the whole team."""
+
+    __tablename__ = "saved_views"
+    __table_args__ = (UniqueConstraint("agent_id", "name"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    query: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime]
 
 
 class ApiToken(Base):
@@ -176,6 +216,8 @@ class Ticket(Base):
     # Set by callers that may retry a create (a chat confirmation, an API Idempotency-Key):
     # the same key always yields the same ticket.
     intake_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    # Set when an agent merged this ticket into another of the same customer (then closed).
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     version: Mapped[int] = mapped_column(Integer, default=1)
     __mapper_args__ = {"version_id_col": version}
 
@@ -271,6 +313,14 @@ class SocialPost(Base):
     in_reply_to: Mapped[str | None] = mapped_column(String(128))
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Review: who handled the post and when (ticketed, replied, dismissed), and the public
+    # reply a person sent (delivered by the outbox; `reply_external_id` once the platform has it).
+    handled_by: Mapped[str | None] = mapped_column(String(100))
+    handled_at: Mapped[datetime | None]
+    reply_text: Mapped[str | None] = mapped_column(Text)
+    reply_external_id: Mapped[str | None] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}
 
 
 class MonitorCursor(Base):
