@@ -88,6 +88,22 @@ class Settings(BaseSettings):
 
     mastodon_base_url: str | None = None
     mastodon_token: SecretStr | None = None
+    mastodon_poll_seconds: int = Field(default=60, ge=1)
+
+    # Social monitors (docs/monitors.md): triage, grouping, leases, back-off and the X budget.
+    monitor_reach_threshold: int = Field(default=10_000, ge=0)
+    monitor_group_window_minutes: int = Field(default=1440, ge=1)
+    monitor_group_flag_size: int = Field(default=5, ge=2)
+    monitor_lease_seconds: int = Field(default=180, ge=10)
+    monitor_max_pages: int = Field(default=10, ge=1)
+    monitor_backoff_seconds: float = Field(default=5.0, gt=0)
+    monitor_backoff_max_seconds: float = Field(default=900.0, gt=0)
+    monitor_rate_limit_max_seconds: float = Field(default=900.0, gt=0)
+    # USD per resource read, from X's published pay-per-use prices (docs.x.com, "Pricing"):
+    # Posts: Read $0.005, DM Event: Read $0.010.
+    x_read_prices_usd: dict[str, float] = Field(
+        default_factory=lambda: {"mentions": 0.005, "search": 0.005, "dms": 0.010}
+    )
 
     nlu_backend: Literal["embedded", "rasa"] = "embedded"
     rasa_url: str = "http://127.0.0.1:5005"
