@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -282,7 +283,14 @@ class SocialPost(Base):
     __tablename__ = "social_posts"
     __table_args__ = (
         UniqueConstraint("platform", "external_id"),
-        Index("ix_social_posts_queue", "state", "priority", "author_followers", "id"),
+        # The review queue (storage/review.py) reads it one (state, priority) range at a time,
+        # backwards; partial so group members and direct messages, never review items, are
+        # not in it. The predicate is spelled as the queue spells it, literally.
+        Index(
+            "ix_social_posts_review", "state", "priority", "author_followers", "posted_at", "id",
+            postgresql_where=sql_text("group_id IS NULL AND stream <> 'dms'"),
+            sqlite_where=sql_text("group_id IS NULL AND stream <> 'dms'"),
+        ),
         Index("ix_social_posts_posted_at", "posted_at"),
         Index("ix_social_posts_group", "group_id"),
     )
