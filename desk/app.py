@@ -20,13 +20,16 @@ from desk import (
     pages_queue,
     pages_reports,
     pages_tickets,
+    security,
 )
+from desk import pages as desk_pages
 from desk.auth import AGENT, PUBLIC_API, authenticate
 from desk.context import CTX, DeskContext
 from desk.errors import MAX_BODY, ApiError, error_response
 from desk.health import METRICS, DeskMetrics, healthz, metrics
 from desk.openapi import build_spec
 from desk.routes import Handler, Operation
+from desk.session import PAGE_RESOURCES, sessions
 from storage.errors import StoreError
 
 log = logging.getLogger("careloop.desk")
@@ -79,7 +82,11 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
 
 @web.middleware
 async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/api/") and request.path not in PUBLIC_API:
+    # A session cookie may have authenticated the request already (desk.session).
+    if (
+        request.path.startswith("/api/") and request.path not in PUBLIC_API
+        and AGENT not in request
+    ):
         request[AGENT] = await authenticate(request)
     return await handler(request)
 
@@ -112,7 +119,8 @@ def make_app(ctx: DeskContext, extra: Sequence[RouteHook] = ()) -> web.Applicati
     Telegram webhook) add their routes here."""
     # client_max_size: aiohttp refuses bodies over 1 MiB while reading them (413).
     app = web.Application(
-        middlewares=[measure, api_errors, api_auth], client_max_size=MAX_BODY
+        middlewares=[measure, api_errors, desk_pages.page_errors, sessions, api_auth],
+        client_max_size=MAX_BODY,
     )
     app[CTX] = ctx
     app[METRICS] = DeskMetrics(ctx.registry)
@@ -121,8 +129,13 @@ def make_app(ctx: DeskContext, extra: Sequence[RouteHook] = ()) -> web.Applicati
     app.router.add_get("/api/openapi.json", openapi)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, op.handler)
+    desk_pages.setup(app)
+    security.install(app)
+    # Everything the page modules add needs a desk session (the middleware checks this set).
+    before = set(app.router.resources())
     for pages in PAGES:
         pages(app)
+    app[PAGE_RESOURCES] = set(app.router.resources()) - before
     for hook in extra:
         hook(app)
     # Unknown /api paths still answer in the error envelope (the middleware wraps the 404).

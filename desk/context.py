@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,9 @@ class DeskContext:
     tokens: TokenCache = field(default_factory=TokenCache)
     # Extra parts of /healthz (the NLU backend, the monitors' streams, the workers).
     health: Mapping[str, HealthProbe] = field(default_factory=dict)
+    # Signs desk session cookies and CSRF tokens (CARELOOP_SECRET_KEY or the one kept in the
+    # database). The random default only suits tests: sessions would not survive a restart.
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
 
 CTX = web.AppKey("careloop_ctx", DeskContext)

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.errors import Invalid, NotFound
-from storage.models import Agent, ApiToken, AppSetting
+from storage.errors import Conflict, Invalid, NotFound
+from storage.models import Agent, ApiToken, AppSetting, LoginAttempt
 
 ROLES = ("admin", "agent")
 TOKEN_PREFIX = "clt_"
 # A token's last use is written at most this often, so reads stay reads.
 TOKEN_TOUCH_EVERY = timedelta(minutes=5)
+LANGUAGES = ("en", "zh")
+# CONTRACT §7: after 5 failed logins for one account or one address within 15 minutes, logins
+# are refused until the oldest of those failures is older than the window.
+THROTTLE_FAILURES = 5
+THROTTLE_WINDOW = timedelta(minutes=15)
+# Failed-login rows older than this are of no use to anyone; they are pruned as new ones come.
+ATTEMPTS_KEPT = timedelta(days=1)
+MIN_PASSWORD = 8
 
 
 def hash_password(hasher: PasswordHasher, password: str) -> str:
@@ -120,3 +129,175 @@ async def secret_key(session: AsyncSession) -> str:
         session.add(row)
         await session.flush()
     return row.value
+
+
+# --- login throttle -----------------------------------------------------------------------
+# The state lives in the database, so every desk process behind a balancer counts the same
+# failures. Two processes racing on the fifth failure may let one extra guess through; the
+# throttle is about thousands of guesses, not one.
+
+async def login_throttled(
+    session: AsyncSession, username: str, address: str, now: datetime
+) -> bool:
+    """True while the account or the address has had too many recent failures."""
+    since = now - THROTTLE_WINDOW
+    by_account = await session.scalar(
+        select(func.count()).select_from(LoginAttempt)
+        .where(LoginAttempt.username == username[:64], LoginAttempt.at > since)
+    )
+    if int(by_account or 0) >= THROTTLE_FAILURES:
+        return True
+    by_address = await session.scalar(
+        select(func.count()).select_from(LoginAttempt)
+        .where(LoginAttempt.address == address[:64], LoginAttempt.at > since)
+    )
+    return int(by_address or 0) >= THROTTLE_FAILURES
+
+
+async def record_failed_login(
+    session: AsyncSession, username: str, address: str, now: datetime
+) -> None:
+    await session.execute(
+        delete(LoginAttempt).where(
+            or_(LoginAttempt.username == username[:64], LoginAttempt.address == address[:64]),
+            LoginAttempt.at < now - ATTEMPTS_KEPT,
+        )
+    )
+    session.add(LoginAttempt(username=username[:64], address=address[:64], at=now))
+
+
+async def forget_failed_logins(session: AsyncSession, username: str) -> None:
+    """After a successful login the account starts afresh. Only failures typed against this
+    account go: guesses at other accounts from the same address still count."""
+    await session.execute(delete(LoginAttempt).where(LoginAttempt.username == username[:64]))
+
+
+async def check_login(
+    session: AsyncSession, hasher: PasswordHasher, username: str, password: str
+) -> Agent | None:
+    """The active agent whose password this is, or None. An unknown name costs one hash too,
+    so the answer time does not tell which accounts exist."""
+    agent = await get_agent(session, username) if len(username) <= 64 else None
+    if agent is None or not agent.password_hash:
+        # As slow as a verify; the result is thrown away. Off the event loop: argon2 is slow
+        # on purpose, and other agents' pages should not wait for it.
+        await asyncio.to_thread(hasher.hash, password)
+        return None
+    ok = await asyncio.to_thread(verify_password, hasher, agent.password_hash, password)
+    if not ok or not agent.active:
+        return None
+    if hasher.check_needs_rehash(agent.password_hash):
+        agent.password_hash = hash_password(hasher, password)
+    return agent
+
+
+# --- account management (the admin pages and the password page) -----------------------------
+
+def check_password_rules(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise Invalid(f"password: at least {MIN_PASSWORD} characters")
+    if len(password) > 1024:
+        raise Invalid("password: at most 1024 characters")
+
+
+async def list_agents(session: AsyncSession) -> list[Agent]:
+    rows = await session.scalars(select(Agent).order_by(Agent.active.desc(), Agent.username))
+    return list(rows.all())
+
+
+async def agent_by_id(session: AsyncSession, agent_id: int) -> Agent:
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"no account {agent_id}")
+    return agent
+
+
+async def create_agent(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    *,
+    username: str,
+    role: str,
+    password: str,
+    now: datetime,
+    display_name: str | None = None,
+    language: str = "en",
+) -> Agent:
+    """A new account; unlike upsert_agent (the CLI's), an existing name is refused."""
+    if await get_agent(session, username.strip()) is not None:
+        raise Conflict(f"an account named {username.strip()!r} exists already")
+    if language not in LANGUAGES:
+        raise Invalid(f"language must be one of {', '.join(LANGUAGES)}")
+    check_password_rules(password)
+    return await upsert_agent(
+        session, hasher, username=username, role=role, password=password, now=now,
+        display_name=(display_name or "").strip()[:200] or None, language=language,
+    )
+
+
+async def bump_session_epoch(session: AsyncSession, agent_id: int) -> None:
+    """Every desk session of this agent ends now (the cookies carry the old epoch)."""
+    await session.execute(
+        update(Agent).where(Agent.id == agent_id)
+        .values(session_epoch=Agent.session_epoch + 1)
+        .execution_options(synchronize_session=False)
+    )
+    agent = await session.get(Agent, agent_id)
+    if agent is not None:
+        await session.refresh(agent, ["session_epoch"])
+
+
+async def _other_active_admins(session: AsyncSession, agent_id: int) -> int:
+    return int(
+        await session.scalar(
+            select(func.count()).select_from(Agent).where(
+                Agent.role == "admin", Agent.active.is_(True), Agent.id != agent_id
+            )
+        )
+        or 0
+    )
+
+
+async def set_role(session: AsyncSession, agent_id: int, role: str) -> Agent:
+    if role not in ROLES:
+        raise Invalid(f"role must be one of {', '.join(ROLES)}")
+    agent = await agent_by_id(session, agent_id)
+    if agent.role == "admin" and role != "admin" and agent.active:
+        if await _other_active_admins(session, agent_id) == 0:
+            raise Conflict("the last active admin cannot lose the admin role")
+    agent.role = role
+    await session.flush()
+    return agent
+
+
+async def set_active(session: AsyncSession, agent_id: int, active: bool) -> Agent:
+    agent = await agent_by_id(session, agent_id)
+    if not active and agent.role == "admin" and agent.active:
+        if await _other_active_admins(session, agent_id) == 0:
+            raise Conflict("the last active admin cannot be deactivated")
+    agent.active = active
+    await session.flush()
+    if not active:
+        await bump_session_epoch(session, agent_id)
+    return agent
+
+
+async def set_password(
+    session: AsyncSession, hasher: PasswordHasher, agent_id: int, password: str
+) -> Agent:
+    """A new password (an admin's reset or the agent's own change) ends every session."""
+    check_password_rules(password)
+    agent = await agent_by_id(session, agent_id)
+    agent.password_hash = await asyncio.to_thread(hash_password, hasher, password)
+    await session.flush()
+    await bump_session_epoch(session, agent_id)
+    return agent
+
+
+async def set_language(session: AsyncSession, agent_id: int, language: str) -> Agent:
+    if language not in LANGUAGES:
+        raise Invalid(f"language must be one of {', '.join(LANGUAGES)}")
+    agent = await agent_by_id(session, agent_id)
+    agent.language = language
+    await session.flush()
+    return agent
