@@ -181,8 +181,11 @@ class Ticket(Base):
     __table_args__ = (
         Index("ix_tickets_urgency", "priority", "resolution_due", "id"),
         Index("ix_tickets_status_urgency", "status", "priority", "resolution_due", "id"),
-        Index("ix_tickets_assignee_status", "assignee_id", "status"),
+        # "Mine" and "unassigned", most urgent first: one index range per status (0005).
+        Index("ix_tickets_assignee_urgency", "assignee_id", "status", "priority",
+              "resolution_due", "id"),
         Index("ix_tickets_created_at", "created_at"),
+        Index("ix_tickets_merged_into", "merged_into_id"),
         {"sqlite_autoincrement": True},
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from sqlalchemy import and_, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from storage.errors import Invalid, NotFound
-from storage.lifecycle import format_number, parse_number
-from storage.models import Agent, Customer, Message, Ticket, TicketEvent
+from storage.lifecycle import PRIORITIES, format_number, parse_number
+from storage.models import Agent, Attachment, Customer, Message, Ticket, TicketEvent
+
+
+@dataclass(frozen=True)
+class DeadlineFilter:
+    """`breached`: a deadline the team still owes has passed; `soon`: none has, but one falls
+    due within its priority's horizon (first response, resolution). The caller limits the
+    statuses to the open ones: the SLA clock does not run elsewhere."""
+
+    kind: Literal["breached", "soon"]
+    now: datetime
+    horizons: Mapping[str, tuple[timedelta, timedelta]] = field(default_factory=dict)
 
 
 @dataclass
@@ -25,6 +38,7 @@ class TicketFilter:
     assignee_id: int | None = None
     unassigned: bool = False
     q: str | None = None
+    deadline: DeadlineFilter | None = None
 
 
 @dataclass
@@ -57,6 +71,9 @@ class TicketDetail:
     assignee: str | None
     events: list[TicketEvent]
     messages: list[Message]
+    # Tickets merged into this one: their messages and attachments are shown here too.
+    merged_from: list[int] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 def encode_cursor(ticket: Any) -> str:
@@ -86,6 +103,8 @@ def _filtered(query: Any, f: TicketFilter) -> Any:
         query = query.where(Ticket.assignee_id == f.assignee_id)
     if f.unassigned:
         query = query.where(Ticket.assignee_id.is_(None))
+    if f.deadline is not None:
+        query = query.where(_deadline_clause(f.deadline, f.priorities))
     if f.q:
         number = parse_number(f.q) if f.q.strip().upper().startswith("CL-") else None
         if number is not None:
@@ -100,6 +119,32 @@ def _filtered(query: Any, f: TicketFilter) -> Any:
                 )
             )
     return query
+
+
+def _deadline_clause(d: DeadlineFilter, priorities: list[str]) -> Any:
+    owes_first = TICKETS.c.first_response_at.is_(None)
+    if d.kind == "breached":
+        return or_(
+            TICKETS.c.resolution_due <= d.now,
+            and_(owes_first, TICKETS.c.first_response_due <= d.now),
+        )
+    not_yet = and_(
+        TICKETS.c.resolution_due > d.now,
+        or_(~owes_first, TICKETS.c.first_response_due > d.now),
+    )
+    soon = []
+    for priority in priorities or PRIORITIES:
+        first, resolution = d.horizons.get(priority, (timedelta(hours=1), timedelta(hours=1)))
+        soon.append(
+            and_(
+                TICKETS.c.priority == priority,
+                or_(
+                    TICKETS.c.resolution_due <= d.now + resolution,
+                    and_(owes_first, TICKETS.c.first_response_due <= d.now + first),
+                ),
+            )
+        )
+    return and_(not_yet, or_(*soon))
 
 
 def _after(cursor: str) -> Any:
@@ -129,11 +174,21 @@ def _page_keys(f: TicketFilter, cursor: str | None, limit: int, status: str | No
 
 def page_keys(f: TicketFilter, cursor: str | None, limit: int, *, merge: bool) -> Any:
     """(id, priority, resolution_due) of one page. `merge`: one index-ordered read per status,
-    merged, instead of a single `status IN (...)`."""
+    merged, instead of a single `status IN (...)`. With a deadline filter each status is also
+    read per priority: the deadline condition then bounds a range of the urgency index rather
+    than filtering a walk over every open ticket."""
     if not merge:
         return _page_keys(f, cursor, limit, None)
-    single = TicketFilter(**{**f.__dict__, "statuses": []})
-    parts = [select(_page_keys(single, cursor, limit, s).subquery()) for s in f.statuses]
+    statuses: list[str | None] = list(f.statuses) or [None]
+    if f.deadline is not None:
+        pieces = [
+            (status, replace(f, statuses=[], priorities=[priority]))
+            for status in statuses
+            for priority in (f.priorities or PRIORITIES)
+        ]
+    else:
+        pieces = [(status, replace(f, statuses=[])) for status in statuses]
+    parts = [select(_page_keys(one, cursor, limit, s).subquery()) for s, one in pieces]
     return select(union_all(*parts).subquery())
 
 
@@ -145,7 +200,8 @@ async def list_tickets(
     With several statuses, each status is read in index order on its own and the pieces are
     merged: a planner left with `status IN (...)` would otherwise collect every matching row
     and sort them all (SQLite: 100 ms at 100,000 tickets instead of under 1 ms)."""
-    keys = page_keys(f, cursor, limit + 1, merge=len(f.statuses) > 1).subquery()
+    merge = len(f.statuses) > 1 or f.deadline is not None
+    keys = page_keys(f, cursor, limit + 1, merge=merge).subquery()
     query = (
         select(
             TICKETS,
@@ -193,11 +249,31 @@ async def ticket_detail(session: AsyncSession, ticket_id: int) -> TicketDetail:
             )
         ).all()
     )
-    messages = list(
+    merged_from = list(
         (
             await session.scalars(
-                select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)
+                select(Ticket.id).where(Ticket.merged_into_id == ticket_id).order_by(Ticket.id)
             )
         ).all()
     )
-    return TicketDetail(ticket, customer, assignee, events, messages)
+    shown = [ticket_id, *merged_from]
+    messages = list(
+        (
+            await session.scalars(
+                select(Message).where(Message.ticket_id.in_(shown)).order_by(Message.id)
+            )
+        ).all()
+    )
+    attachments = list(
+        (
+            await session.scalars(
+                select(Attachment)
+                .options(defer(Attachment.content))  # listed, not downloaded
+                .where(Attachment.ticket_id.in_(shown))
+                .order_by(Attachment.id)
+            )
+        ).all()
+    )
+    return TicketDetail(
+        ticket, customer, assignee, events, messages, merged_from, attachments
+    )

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import outbox
 from storage.clock import Clock, utc_now
-from storage.errors import Invalid, NotFound
+from storage.errors import Conflict, Invalid, NotFound
 from storage.lifecycle import (
     CHANNELS,
     DONE_STATUSES,
@@ -28,6 +28,11 @@ from storage.sla import SlaPolicy, resume_deadlines
 
 SUBJECT_CHARS = 80
 MAX_TEXT = 20_000
+# CONTRACT §5 complaint categories (nlu/types.py holds the same list; storage imports no nlu).
+CATEGORIES: tuple[str, ...] = (
+    "service_attitude", "service_speed", "product_quality", "product_safety", "billing",
+    "pricing", "delivery", "returns", "store_environment", "website_app", "other",
+)
 
 
 @dataclass(frozen=True)
@@ -190,8 +195,13 @@ async def move_ticket(
     actor: str,
     note: str | None = None,
     by_agent: bool = True,
+    expected: str | None = None,
 ) -> Ticket:
+    """`expected`: the status the person saw; if someone moved the ticket meanwhile, Conflict
+    (in words) instead of acting on a ticket they have not seen."""
     ticket = await load_ticket(session, ticket_id, for_update=True)
+    if expected is not None and ticket.status != expected:
+        raise await changed_meanwhile(session, ticket, "status", ticket.status)
     check_move(ticket.status, target)
     now = rules.clock()
     previous = ticket.status
@@ -308,6 +318,128 @@ async def assign(
         )
     )
     return ticket
+
+
+async def changed_meanwhile(
+    session: AsyncSession, ticket: Ticket, field: str, current: str | None
+) -> Conflict:
+    """The 409 a person reads when their form was built from an older state of the ticket."""
+    types = {"status": ("status", "reopened"), "priority": ("priority",),
+             "category": ("category",)}.get(field, (field,))
+    who = await session.scalar(
+        select(TicketEvent.actor)
+        .where(TicketEvent.ticket_id == ticket.id, TicketEvent.type.in_(types))
+        .order_by(TicketEvent.id.desc())
+        .limit(1)
+    )
+    by = f" by {who.removeprefix('agent:')}" if who else ""
+    return Conflict(
+        f"{format_number(ticket.id)} was changed meanwhile{by}: its {field} is now "
+        f"{current or 'none'}. Nothing was changed; look at the ticket again and retry."
+    )
+
+
+def _deadline_text(number: str, language: str | None, due: datetime) -> str:
+    """The customer's words for a moved promise (storage cannot use the bot's catalogue)."""
+    when = due.strftime("%Y-%m-%d %H:%M UTC")
+    if language == "zh":
+        return f"关于 {number} 的更新：我们调整了处理安排，预计在 {when} 之前解决。"
+    return (
+        f"Update on {number}: we re-prioritised your request and now aim to resolve it "
+        f"by {when}."
+    )
+
+
+async def _retarget(
+    session: AsyncSession,
+    rules: TicketRules,
+    ticket: Ticket,
+    field: str,
+    value: str | None,
+    *,
+    actor: str,
+    note: str | None,
+    expected: str | None,
+    check_expected: bool,
+) -> Ticket:
+    """A priority or category override. The deadlines move by the difference between the old
+    and the new SLA target, which is what creating the ticket with the new values would have
+    given, pauses while waiting on the customer included."""
+    previous: str | None = getattr(ticket, field)
+    if check_expected and previous != expected:
+        raise await changed_meanwhile(session, ticket, field, previous)
+    if previous == value:
+        return ticket
+    now = rules.clock()
+    old = rules.sla.target(ticket.priority, ticket.category)
+    setattr(ticket, field, value)
+    new = rules.sla.target(ticket.priority, ticket.category)
+    old_due = ticket.resolution_due
+    ticket.first_response_due += new.first_response - old.first_response
+    ticket.resolution_due += new.resolution - old.resolution
+    # A deadline pushed back into the future is no longer breached, and its reminder is owed
+    # again; breaches already recorded in the timeline stay there.
+    if ticket.first_response_at is None and ticket.first_response_due > now:
+        ticket.first_response_breached_at = None
+    if ticket.resolved_at is None and ticket.resolution_due > now:
+        ticket.resolution_breached_at = None
+    if ticket.resolution_due != old_due:
+        ticket.reminded_at = None
+    ticket.updated_at = now
+    event = _event(ticket, now, field, actor, from_value=previous, to_value=value, note=note)
+    session.add(event)
+    if ticket.resolution_due != old_due and ticket.status not in DONE_STATUSES:
+        number = format_number(ticket.id)
+        await _notify(
+            session,
+            ticket,
+            event,
+            "deadline_changed",
+            {
+                "resolution_due": ticket.resolution_due.isoformat(),
+                "text": _deadline_text(number, ticket.language, ticket.resolution_due),
+            },
+        )
+    return ticket
+
+
+async def set_priority(
+    session: AsyncSession,
+    rules: TicketRules,
+    ticket_id: int,
+    priority: str,
+    *,
+    actor: str,
+    note: str | None = None,
+    expected: str | None = None,
+) -> Ticket:
+    if priority not in PRIORITIES:
+        raise Invalid(f"priority: unknown value {priority!r}")
+    ticket = await load_ticket(session, ticket_id, for_update=True)
+    return await _retarget(
+        session, rules, ticket, "priority", priority, actor=actor, note=note,
+        expected=expected, check_expected=expected is not None,
+    )
+
+
+async def set_category(
+    session: AsyncSession,
+    rules: TicketRules,
+    ticket_id: int,
+    category: str | None,
+    *,
+    actor: str,
+    note: str | None = None,
+    expected: str | None = None,
+) -> Ticket:
+    """`expected`: the category the person saw ("" for none); None, no check."""
+    if category is not None and category not in CATEGORIES:
+        raise Invalid(f"category: unknown value {category!r}")
+    ticket = await load_ticket(session, ticket_id, for_update=True)
+    return await _retarget(
+        session, rules, ticket, "category", category, actor=actor, note=note,
+        expected=expected or None, check_expected=expected is not None,
+    )
 
 
 async def add_customer_message(
