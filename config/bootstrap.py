@@ -130,7 +130,7 @@ async def _sla_loop(service: Service, stop: asyncio.Event) -> None:
 
 
 async def _serve_desk(
-    service: Service, channels: Channels, stop: asyncio.Event, out: TextIO
+    service: Service, channels: Channels, stop: asyncio.Event, out: TextIO, secret: str
 ) -> None:
     intake = TicketIntake(service.store, service.rules)
     intake.start()
@@ -140,6 +140,7 @@ async def _serve_desk(
         hasher=service.hasher,
         intake=intake,
         health={"nlu": service.interpreter.health},
+        secret=secret,
     )
     app = make_app(ctx, extra=channels.route_hooks)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -160,12 +161,13 @@ async def _serve_desk(
 
 
 def _parts(
-    role: str, service: Service, channels: Channels, stop: asyncio.Event, out: TextIO
+    role: str, service: Service, channels: Channels, stop: asyncio.Event, out: TextIO,
+    secret: str,
 ) -> list[Awaitable[None]]:
     s = service.settings
     parts: list[Awaitable[None]] = []
     if role in ("all", "desk"):
-        parts.append(_serve_desk(service, channels, stop, out))
+        parts.append(_serve_desk(service, channels, stop, out, secret))
     if role in ("all", "worker"):
         parts.append(
             run_dispatcher(
@@ -197,7 +199,10 @@ async def run_service(
             role, settings, service.store, service.rules, service.interpreter, secret
         )
         await channels.start()
-        tasks = [asyncio.ensure_future(p) for p in _parts(role, service, channels, stop, out)]
+        tasks = [
+            asyncio.ensure_future(p)
+            for p in _parts(role, service, channels, stop, out, secret)
+        ]
         log.info("careloop running as %s (%s)", role, service.worker_id)
         await _until_stopped(tasks, stop)
     finally:
