@@ -102,3 +102,39 @@ def agent_json(a: Agent) -> dict[str, Any]:
         "active": a.active,
         "created_at": _t(a.created_at),
     }
+
+
+def mention_json(post: Any, assignee: str | None = None) -> dict[str, Any]:
+    """A social post in the review queue (CONTRACT §7); `post` is a row of social_posts."""
+    return {
+        "id": post.id,
+        "platform": post.platform,
+        "stream": post.stream,
+        "external_id": post.external_id,
+        "url": post.url,
+        "author": {
+            "id": post.author_id,
+            "username": post.author_username,
+            "name": post.author_name,
+            "followers": post.author_followers,
+        },
+        "text": post.text,
+        "language": post.language,
+        "state": post.state,
+        "intent": post.intent,
+        "priority": post.priority,
+        "category": post.category,
+        "sentiment": {"label": post.sentiment_label, "score": post.sentiment_score}
+        if post.sentiment_label is not None
+        else None,
+        "created_at": _t(post.posted_at),
+        "fetched_at": _t(post.fetched_at),
+        "group_id": post.group_id,
+        "group_size": post.group_size,
+        "ticket": format_number(post.ticket_id) if post.ticket_id is not None else None,
+        "assignee": assignee,
+        "handled_by": post.handled_by,
+        "handled_at": _t(post.handled_at),
+        "reply_text": post.reply_text,
+        "version": post.version,
+    }
