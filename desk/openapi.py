@@ -66,6 +66,10 @@ def build_spec(operations: Iterable[Operation]) -> dict[str, Any]:
         "Ticket": TICKET_SCHEMA,
         "TicketPage": _page("Ticket"),
         "Agent": {"type": "object"},
+        "ReportSummary": {"type": "object", "required": [
+            "tickets", "csat", "first_response_minutes", "resolution_hours", "resolution_rate",
+            "sla", "top_categories", "mentions"]},
+        "Csv": {"type": "string", "description": "text/csv with a header row"},
         "AgentPage": _page("Agent"),
         "Reply": {"type": "object", "properties": {"message": {"type": "object"},
                                                    "delivery": {"type": "string"}}},

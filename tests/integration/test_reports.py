@@ -3,16 +3,23 @@ tickets, surveys and posts seeded here (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from argon2 import PasswordHasher
 from sqlalchemy import insert, update
 
+from desk.app import make_app
+from desk.context import DeskContext
 from storage import reports
+from storage.accounts import issue_token, upsert_agent
 from storage.clock import ManualClock
 from storage.db import Store
+from storage.intake import TicketIntake
 from storage.models import SocialPost, Ticket
 from storage.reports import BadPeriod, Period, parse_period
 from storage.tickets import (
@@ -288,3 +295,84 @@ def test_tables_and_flat_rows_of_a_summary() -> None:
     flat = reports.flat_rows(report)
     assert ["volume.by_channel.telegram", "2026-03-02", 1] in flat
     assert ["resolution_rate", "resolution_rate", 0.5] in flat
+
+
+# --- /api/reports ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def api(store: Store) -> AsyncIterator[tuple[TestClient, dict[str, str]]]:
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024)
+    r = rules(ManualClock(NOW))
+    async with store.transaction() as s:
+        await upsert_agent(s, hasher, username="mgr", role="agent", password=None, now=NOW)
+        token = await issue_token(s, "mgr", NOW)
+    intake = TicketIntake(store, r)
+    client = TestClient(TestServer(make_app(
+        DeskContext(store=store, rules=r, hasher=hasher, intake=intake))))
+    await client.start_server()
+    yield client, {"Authorization": f"Bearer {token}"}
+    await client.close()
+    await intake.close()
+
+
+async def test_summary_endpoint_has_the_contract_keys(
+    store: Store, api: tuple[TestClient, dict[str, str]]
+) -> None:
+    await seed_known_period(store)
+    client, auth = api
+    resp = await client.get("/api/reports/summary?since=2026-03-01&until=2026-03-08",
+                            headers=auth)
+    assert resp.status == 200
+    body = await resp.json()
+    for key in ("tickets", "csat", "first_response_minutes", "resolution_hours",
+                "resolution_rate", "sla", "top_categories", "mentions"):
+        assert key in body, key
+    assert set(body["csat"]) >= {"average", "count", "distribution"}
+    assert set(body["sla"]) >= {"met", "breached", "compliance"}
+    assert set(body["first_response_minutes"]) >= {"median", "p90"}
+    assert body["tickets"]["total"] == 5 and body["tickets"]["by_status"]["resolved"] == 3
+    assert body["sla"]["compliance"] == 0.5 and body["csat"]["average"] == 3.25
+    # Without dates: the last 30 days up to the end of the (test clock's) day.
+    default = await (await client.get("/api/reports/summary", headers=auth)).json()
+    assert default["period"]["since"].startswith("2026-02-08")
+    assert default["period"]["until"].startswith("2026-03-10")
+    assert default["tickets"]["total"] == 9
+
+
+async def test_bad_dates_are_422_in_the_envelope(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, auth = api
+    for query in ("since=tomorrow", "since=2026-03-08&until=2026-03-01", "until=2026-13-01"):
+        resp = await client.get(f"/api/reports/summary?{query}", headers=auth)
+        assert resp.status == 422, query
+        assert (await resp.json())["error"]["code"] == "invalid"
+    resp = await client.get("/api/reports/volume.csv?by=colour", headers=auth)
+    assert resp.status == 422
+    assert (await client.get("/api/reports/summary")).status == 401
+
+
+async def test_csv_exports(store: Store, api: tuple[TestClient, dict[str, str]]) -> None:
+    await seed_known_period(store)
+    client, auth = api
+    period = "since=2026-03-01&until=2026-03-08"
+    resp = await client.get(f"/api/reports/volume.csv?{period}&by=channel", headers=auth)
+    assert resp.status == 200
+    assert resp.content_type == "text/csv"
+    assert resp.headers["Content-Disposition"] == (
+        'attachment; filename="careloop-volume-by-channel-2026-03-01-to-2026-03-07.csv"')
+    lines = (await resp.text()).splitlines()
+    assert lines[0] == "period_start,telegram,webchat,phone,email,total"
+    assert lines[1] == "2026-03-01,1,0,0,0,1"
+    assert len(lines) == 8
+    by_category = await (await client.get(f"/api/reports/volume.csv?{period}&by=category",
+                                          headers=auth)).text()
+    assert by_category.splitlines()[0].startswith("period_start,delivery,")
+    sla = (await (await client.get(f"/api/reports/sla.csv?{period}", headers=auth)).text())
+    assert sla.splitlines() == ["priority,met,breached,pending,compliance", "P1,1,0,0,1.0",
+                                "P2,0,1,0,0.0", "P3,1,1,0,0.5", "P4,0,0,1,", "all,2,2,1,0.5"]
+    for chart in reports.CHARTS:
+        resp = await client.get(f"/api/reports/{chart}.csv?{period}", headers=auth)
+        assert resp.status == 200 and resp.content_type == "text/csv", chart
+    spec = await (await client.get("/api/openapi.json")).json()
+    assert "get" in spec["paths"]["/api/reports/summary"]
+    assert "get" in spec["paths"]["/api/reports/volume.csv"]
