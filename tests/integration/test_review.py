@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from itertools import count
 from typing import Any
 
@@ -319,11 +320,14 @@ async def test_concurrent_actions_on_one_post_lose_no_change(
     for _ in range(3):
         post = await add_post(store)
         outcomes = await asyncio.gather(
-            review.run(store, lambda s, p=post: review.ticket_mention(s, rules, p, agent=alice)),
-            review.run(store, lambda s, p=post: review.ticket_mention(s, rules, p, agent=bob)),
-            review.run(store, lambda s, p=post: review.dismiss_mention(s, rules, p, agent=bob)),
-            review.run(store, lambda s, p=post: review.assign_mention(
-                s, rules, p, "bob", agent=alice)),
+            review.run(store, partial(review.ticket_mention, rules=rules, post_id=post,
+                                      agent=alice)),
+            review.run(store, partial(review.ticket_mention, rules=rules, post_id=post,
+                                      agent=bob)),
+            review.run(store, partial(review.dismiss_mention, rules=rules, post_id=post,
+                                      agent=bob)),
+            review.run(store, partial(review.assign_mention, rules=rules, post_id=post,
+                                      username="bob", agent=alice)),
             return_exceptions=True,
         )
         ok = [not isinstance(o, BaseException) for o in outcomes]
