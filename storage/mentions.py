@@ -399,29 +399,22 @@ async def _grow_leaders(session: AsyncSession, deltas: dict[int, int], flag_size
     if not deltas:
         return
     size = POSTS.c.group_size + bindparam("delta")
-    will_flag = or_(
-        POSTS.c.state == FLAGGED,
-        and_(
-            POSTS.c.state.in_((NEW, IGNORED)),
-            func.coalesce(POSTS.c.intent, "") != "praise",
-        ),
-    )
+    # No IN (...) here: expanding parameters cannot run as executemany.
+    open_state = or_(POSTS.c.state == NEW, POSTS.c.state == IGNORED)
+    not_praise = func.coalesce(POSTS.c.intent, "") != "praise"
+    low = or_(POSTS.c.priority.is_(None), POSTS.c.priority == "P3", POSTS.c.priority == "P4")
     big = size >= flag_size
     stmt = (
         update(POSTS)
         .where(POSTS.c.id == bindparam("leader"))
         .values(
             group_size=size,
-            state=case(
-                (and_(big, POSTS.c.state.in_((NEW, IGNORED)),
-                      func.coalesce(POSTS.c.intent, "") != "praise"), FLAGGED),
-                else_=POSTS.c.state,
-            ),
+            state=case((and_(big, open_state, not_praise), FLAGGED), else_=POSTS.c.state),
             priority=case(
                 (
                     and_(
-                        big, will_flag, POSTS.c.intent == "complaint",
-                        or_(POSTS.c.priority.is_(None), POSTS.c.priority.in_(("P3", "P4"))),
+                        big, low, POSTS.c.intent == "complaint",
+                        or_(POSTS.c.state == FLAGGED, and_(open_state, not_praise)),
                     ),
                     "P2",
                 ),
