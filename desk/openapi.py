@@ -44,6 +44,30 @@ TICKET_SCHEMA: dict[str, Any] = {
     },
 }
 
+# CONTRACT §7 mention JSON (desk/serialize.py mention_json).
+MENTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "platform", "external_id", "url", "author", "text", "state", "priority",
+                 "category", "sentiment", "created_at", "group_size", "ticket"],
+    "properties": {
+        "id": {"type": "integer"},
+        "platform": {"type": "string"},
+        "external_id": {"type": "string"},
+        "url": {"type": ["string", "null"]},
+        "author": {"type": "object", "properties": {
+            "username": {"type": ["string", "null"]}, "followers": {"type": ["integer", "null"]}}},
+        "text": {"type": "string"},
+        "state": {"type": "string"},
+        "priority": {"type": ["string", "null"]},
+        "category": {"type": ["string", "null"]},
+        "sentiment": {"type": ["object", "null"]},
+        "created_at": _TS,
+        "group_size": {"type": "integer"},
+        "ticket": {"type": ["string", "null"], "pattern": "^CL-[0-9]+$"},
+        "version": {"type": "integer"},
+    },
+}
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -71,8 +95,19 @@ def build_spec(operations: Iterable[Operation]) -> dict[str, Any]:
             "sla", "top_categories", "mentions"]},
         "Csv": {"type": "string", "description": "text/csv with a header row"},
         "AgentPage": _page("Agent"),
+        "CannedReply": {"type": "object", "required": ["id", "name", "body"]},
+        "CannedReplyPage": _page("CannedReply"),
+        "View": {"type": "object", "required": ["name", "query", "shared", "built_in"]},
+        "ViewPage": _page("View"),
+        "Deleted": {"type": "object", "properties": {"deleted": {"type": "integer"}}},
         "Reply": {"type": "object", "properties": {"message": {"type": "object"},
                                                    "delivery": {"type": "string"}}},
+        "Mention": MENTION_SCHEMA,
+        "MentionPage": _page("Mention"),
+        "MentionReply": {"type": "object", "properties": {"mention": _ref("Mention"),
+                                                          "delivery": {"type": "string"}}},
+        "MentionBulk": {"type": "object", "required": ["results"],
+                        "properties": {"results": {"type": "array", "items": {"type": "object"}}}},
     }
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
@@ -113,6 +148,12 @@ def build_spec(operations: Iterable[Operation]) -> dict[str, Any]:
         if "{number}" in op.path:
             params.append({"name": "number", "in": "path", "required": True,
                            "schema": {"type": "string", "pattern": "^CL-[0-9]+$"}})
+        if "{id}" in op.path:
+            params.append({"name": "id", "in": "path", "required": True,
+                           "schema": {"type": "integer"}})
+        if "{id}" in op.path:
+            params.append({"name": "id", "in": "path", "required": True,
+                           "schema": {"type": "integer"}})
         if params:
             item["parameters"] = params
         if op.body is not None:
