@@ -1,24 +1,56 @@
-"""/api/tickets: staff-entered tickets, the list, one ticket, status, reply, assign."""
+"""/api/tickets: staff-entered tickets, the list (with views), one ticket, status, reply,
+assign, priority and category overrides, merge; canned replies and saved views."""
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Any, Literal
 
 from aiohttp import web
+from pydantic import Field
 
-from desk.auth import current_agent
+from desk.auth import current_agent, require_admin
 from desk.context import CTX
 from desk.errors import ApiError, read_model
 from desk.routes import Operation
-from desk.schemas import AssignIn, Category, ReplyIn, StatusIn, TicketIn
+from desk.schemas import AssignIn, Category, Priority, ReplyIn, StatusIn, Strict, TicketIn
 from desk.serialize import detail_json, message_json, row_json
-from storage import conversations, queries, tickets
-from storage.accounts import get_agent
-from storage.lifecycle import CHANNELS, PRIORITIES, STATUSES, parse_number
-from storage.queries import TicketFilter
+from storage import canned, conversations, queries, tickets, views
+from storage.lifecycle import parse_number
+from storage.merge import merge_tickets
+from storage.models import CannedReply, SavedView
 
-CATEGORY_VALUES = frozenset(get_args(Category))
 MAX_LIMIT = 200
+
+
+class PriorityIn(Strict):
+    priority: Priority
+    # The priority the caller saw: if it changed meanwhile, 409 instead of overwriting.
+    expected: Priority | None = None
+    note: str | None = Field(default=None, max_length=5_000)
+
+
+class CategoryIn(Strict):
+    category: Category | None
+    # The category the caller saw ("" for none); omitted, no check.
+    expected: Category | Literal[""] | None = None
+    note: str | None = Field(default=None, max_length=5_000)
+
+
+class MergeIn(Strict):
+    into: str = Field(min_length=1, max_length=30, description="the ticket that carries on")
+    note: str | None = Field(default=None, max_length=5_000)
+
+
+class CannedIn(Strict):
+    name: str = Field(min_length=1, max_length=canned.MAX_NAME)
+    body: str = Field(min_length=1, max_length=canned.MAX_BODY)
+    language: str | None = Field(default=None, pattern="^(en|zh)$")
+
+
+class ViewIn(Strict):
+    name: str = Field(min_length=1, max_length=views.MAX_NAME)
+    query: str = Field(max_length=views.MAX_QUERY)
+    shared: bool = False
 
 
 def _number(request: web.Request) -> int:
@@ -26,15 +58,6 @@ def _number(request: web.Request) -> int:
     if ticket_id is None:
         raise ApiError(404, "not_found", f"no ticket {request.match_info['number']}")
     return ticket_id
-
-
-def _many(request: web.Request, name: str, allowed: frozenset[str] | tuple[str, ...]) -> list[str]:
-    raw = request.query.get(name, "").strip()
-    values = [v.strip() for v in raw.split(",") if v.strip()] if raw else []
-    for value in values:
-        if value not in allowed:
-            raise ApiError(422, "invalid", f"{name}: unknown value {value!r}")
-    return values
 
 
 def _limit(request: web.Request) -> int:
@@ -85,26 +108,16 @@ async def create_ticket(request: web.Request) -> web.Response:
 
 
 async def list_tickets(request: web.Request) -> web.Response:
-    f = TicketFilter(
-        statuses=_many(request, "status", STATUSES),
-        priorities=_many(request, "priority", PRIORITIES),
-        categories=_many(request, "category", CATEGORY_VALUES),
-        channels=_many(request, "channel", CHANNELS),
-        q=request.query.get("q") or None,
-    )
-    assignee = request.query.get("assignee")
+    spec = views.parse_filters(request.query)
+    limit = _limit(request)
     ctx = request.app[CTX]
     async with ctx.store.read() as session:
-        if assignee == "none":
-            f.unassigned = True
-        elif assignee:
-            name = current_agent(request).username if assignee == "me" else assignee
-            agent = await get_agent(session, name)
-            if agent is None:
-                raise ApiError(422, "invalid", f"assignee: no agent named {name!r}")
-            f.assignee_id = agent.id
+        f = await views.resolve(
+            session, spec, agent_id=current_agent(request).id, now=ctx.rules.clock(),
+            policy=ctx.rules.sla,
+        )
         rows, next_cursor = await queries.list_tickets(
-            session, f, limit=_limit(request), cursor=request.query.get("cursor") or None
+            session, f, limit=limit, cursor=request.query.get("cursor") or None
         )
     return web.json_response({"items": [row_json(r) for r in rows], "next_cursor": next_cursor})
 
@@ -176,7 +189,149 @@ async def hand_back(request: web.Request) -> web.Response:
     return web.json_response(await _detail(request, ticket_id))
 
 
+async def set_priority(request: web.Request) -> web.Response:
+    ticket_id = _number(request)
+    body = await read_model(request, PriorityIn)
+    ctx = request.app[CTX]
+    async with ctx.store.transaction() as session:
+        await tickets.set_priority(
+            session, ctx.rules, ticket_id, body.priority, note=body.note,
+            expected=body.expected, actor=f"agent:{current_agent(request).username}",
+        )
+    return web.json_response(await _detail(request, ticket_id))
+
+
+async def set_category(request: web.Request) -> web.Response:
+    ticket_id = _number(request)
+    body = await read_model(request, CategoryIn)
+    ctx = request.app[CTX]
+    async with ctx.store.transaction() as session:
+        await tickets.set_category(
+            session, ctx.rules, ticket_id, body.category, note=body.note, expected=body.expected,
+            actor=f"agent:{current_agent(request).username}",
+        )
+    return web.json_response(await _detail(request, ticket_id))
+
+
+async def merge(request: web.Request) -> web.Response:
+    """Merges this ticket into `into` (same customer); answers with the ticket that goes on."""
+    ticket_id = _number(request)
+    body = await read_model(request, MergeIn)
+    target = parse_number(body.into)
+    if target is None:
+        raise ApiError(422, "invalid", f"into: {body.into!r} is not a ticket number")
+    ctx = request.app[CTX]
+    async with ctx.store.transaction() as session:
+        await merge_tickets(
+            session, ctx.rules, ticket_id, target, note=body.note,
+            actor=f"agent:{current_agent(request).username}",
+        )
+    return web.json_response(await _detail(request, target))
+
+
+def canned_json(row: CannedReply, text: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": row.id, "name": row.name, "language": row.language,
+                           "body": row.body}
+    if text is not None:
+        out["text"] = text
+    return out
+
+
+def _id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "not_found", f"no such id {raw!r}")
+    return int(raw)
+
+
+async def list_canned(request: web.Request) -> web.Response:
+    async with request.app[CTX].store.read() as session:
+        rows = await canned.list_canned(session)
+    return web.json_response({"items": [canned_json(r) for r in rows], "next_cursor": None})
+
+
+async def create_canned(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_model(request, CannedIn)
+    ctx = request.app[CTX]
+    async with ctx.store.transaction() as session:
+        row = await canned.create_canned(
+            session, name=body.name, body=body.body, language=body.language,
+            now=ctx.rules.clock(),
+        )
+    return web.json_response(canned_json(row), status=201)
+
+
+async def update_canned(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_model(request, CannedIn)
+    async with request.app[CTX].store.transaction() as session:
+        row = await canned.update_canned(
+            session, _id(request), name=body.name, body=body.body, language=body.language
+        )
+    return web.json_response(canned_json(row))
+
+
+async def delete_canned(request: web.Request) -> web.Response:
+    require_admin(request)
+    canned_id = _id(request)
+    async with request.app[CTX].store.transaction() as session:
+        await canned.delete_canned(session, canned_id)
+    return web.json_response({"deleted": canned_id})
+
+
+async def ticket_canned(request: web.Request) -> web.Response:
+    """The canned replies that suit this ticket's customer, variables filled in."""
+    ticket_id = _number(request)
+    agent = current_agent(request)
+    async with request.app[CTX].store.read() as session:
+        detail = await queries.ticket_detail(session, ticket_id)
+        rows = canned.for_language(await canned.list_canned(session), detail.ticket.language)
+    values = canned.variables_for(detail.ticket, detail.customer, agent)
+    items = [canned_json(r, canned.fill(r.body, values)) for r in rows]
+    return web.json_response({"items": items, "next_cursor": None})
+
+
+def view_json(view: SavedView) -> dict[str, Any]:
+    return {"id": view.id, "key": None, "name": view.name, "query": view.query,
+            "shared": view.agent_id is None, "built_in": False}
+
+
+async def list_views(request: web.Request) -> web.Response:
+    built_in = [
+        {"id": None, "key": v.key, "name": v.en, "query": f"view={v.key}", "shared": True,
+         "built_in": True}
+        for v in views.BUILT_IN.values()
+    ]
+    async with request.app[CTX].store.read() as session:
+        saved = await views.list_views(session, current_agent(request).id)
+    return web.json_response(
+        {"items": built_in + [view_json(v) for v in saved], "next_cursor": None}
+    )
+
+
+async def save_view(request: web.Request) -> web.Response:
+    body = await read_model(request, ViewIn)
+    ctx = request.app[CTX]
+    async with ctx.store.transaction() as session:
+        view = await views.save_view(
+            session, current_agent(request), body.name, body.query, shared=body.shared,
+            now=ctx.rules.clock(),
+        )
+    return web.json_response(view_json(view), status=201)
+
+
+async def delete_view(request: web.Request) -> web.Response:
+    view_id = _id(request)
+    async with request.app[CTX].store.transaction() as session:
+        await views.delete_view(session, current_agent(request), view_id)
+    return web.json_response({"deleted": view_id})
+
+
 LIST_QUERY = (
+    ("view", "a built-in view: mine, unassigned, breaching_soon, breached (other filters "
+             "override its defaults)"),
+    ("sla", "breached or soon: open tickets past, or near, an SLA deadline"),
     ("status", "comma-separated statuses"),
     ("priority", "comma-separated P1..P4"),
     ("category", "comma-separated complaint categories"),
@@ -202,4 +357,29 @@ OPERATIONS = (
               body=AssignIn),
     Operation("POST", "/api/tickets/{number}/handback", hand_back,
               "Give a /human conversation back to the bot"),
+    Operation("POST", "/api/tickets/{number}/priority", set_priority,
+              "Override the priority (deadlines move with it)", body=PriorityIn),
+    Operation("POST", "/api/tickets/{number}/category", set_category,
+              "Override the category (deadlines move with it)", body=CategoryIn),
+    Operation("POST", "/api/tickets/{number}/merge", merge,
+              "Merge this ticket into another of the same customer; returns that one",
+              body=MergeIn),
+    Operation("GET", "/api/tickets/{number}/canned-replies", ticket_canned,
+              "Canned replies for this ticket, variables filled in",
+              response="CannedReplyPage"),
+    Operation("GET", "/api/canned-replies", list_canned, "Canned replies",
+              response="CannedReplyPage"),
+    Operation("POST", "/api/canned-replies", create_canned, "Add a canned reply",
+              body=CannedIn, status=201, roles=("admin",), response="CannedReply"),
+    Operation("PUT", "/api/canned-replies/{id}", update_canned, "Change a canned reply",
+              body=CannedIn, roles=("admin",), response="CannedReply"),
+    Operation("DELETE", "/api/canned-replies/{id}", delete_canned, "Delete a canned reply",
+              roles=("admin",), response="Deleted"),
+    Operation("GET", "/api/views", list_views, "Built-in and saved ticket views",
+              response="ViewPage"),
+    Operation("POST", "/api/views", save_view,
+              "Save a ticket-list filter (query string) as a personal or shared view",
+              body=ViewIn, status=201, response="View"),
+    Operation("DELETE", "/api/views/{id}", delete_view,
+              "Delete a saved view (shared ones: admins only)", response="Deleted"),
 )
