@@ -100,11 +100,6 @@ def build_spec(operations: Iterable[Operation]) -> dict[str, Any]:
         "View": {"type": "object", "required": ["name", "query", "shared", "built_in"]},
         "ViewPage": _page("View"),
         "Deleted": {"type": "object", "properties": {"deleted": {"type": "integer"}}},
-        "CannedReply": {"type": "object", "required": ["id", "name", "body"]},
-        "CannedReplyPage": _page("CannedReply"),
-        "View": {"type": "object", "required": ["name", "query", "shared", "built_in"]},
-        "ViewPage": _page("View"),
-        "Deleted": {"type": "object", "properties": {"deleted": {"type": "integer"}}},
         "Reply": {"type": "object", "properties": {"message": {"type": "object"},
                                                    "delivery": {"type": "string"}}},
         "Mention": MENTION_SCHEMA,
@@ -153,9 +148,6 @@ def build_spec(operations: Iterable[Operation]) -> dict[str, Any]:
         if "{number}" in op.path:
             params.append({"name": "number", "in": "path", "required": True,
                            "schema": {"type": "string", "pattern": "^CL-[0-9]+$"}})
-        if "{id}" in op.path:
-            params.append({"name": "id", "in": "path", "required": True,
-                           "schema": {"type": "integer"}})
         if "{id}" in op.path:
             params.append({"name": "id", "in": "path", "required": True,
                            "schema": {"type": "integer"}})
