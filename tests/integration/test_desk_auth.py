@@ -73,8 +73,8 @@ async def try_login(
 async def test_pages_send_a_stranger_to_the_login_form_and_back(desk: TestClient) -> None:
     resp = await desk.get("/account?tab=1", allow_redirects=False)
     assert resp.status == 302
-    location = URL(resp.headers["Location"])
-    assert (location.path, location.query["next"]) == ("/login", "/account?tab=1")
+    sent_to = URL(resp.headers["Location"])
+    assert (sent_to.path, sent_to.query["next"]) == ("/login", "/account?tab=1")
     home = await desk.get("/", allow_redirects=False)
     assert home.status == 302 and home.headers["Location"].startswith("/login")
 
