@@ -208,6 +208,9 @@ class FakeMastodon:
             s for s in self.posted if any(m["id"] == account["id"] for m in s["mentions"])
         ]
 
+    def notification_ids(self, kind: str) -> list[str]:
+        return [n["id"] for n in self._data.notifications if n["type"] == kind]
+
     def calls(self, method: str, path: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and r.path == path]
 
@@ -275,22 +278,13 @@ class FakeMastodon:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        form: dict[str, Any] = {}
-        if request.method in ("POST", "PUT"):
-            if request.content_type == "application/json":
-                form = await request.json()
-            else:
-                posted = await request.post()
-                for key in set(posted.keys()):
-                    values = posted.getall(key)
-                    form[key] = values if key.endswith("[]") else values[-1]
+        form = await _form(request)
         record = Request(
             method=request.method, path=request.path,
             query={k: request.query.getall(k) for k in set(request.query.keys())},
             form=form, headers=dict(request.headers),
         )
         self.requests.append(record)
-        request["form"] = form
         response = self._fault(request) or self._unauthorized(request)
         if response is None:
             try:
@@ -424,7 +418,7 @@ class FakeMastodon:
         return f'<{base}?{older}>; rel="next", <{base}?{newer}>; rel="prev"'
 
     async def _post_status(self, request: web.Request) -> web.StreamResponse:
-        form: dict[str, Any] = request["form"]
+        form = await _form(request)
         key = request.headers.get("Idempotency-Key")
         if key and (self.me["id"], key) in self._data.idempotency:
             return _json(_public(self._data.statuses[self._data.idempotency[(self.me["id"], key)]]))
@@ -478,6 +472,22 @@ _REASONS = {
     500: "We're sorry, but something went wrong", 502: "Bad Gateway",
     503: "Service Unavailable",
 }
+
+
+async def _form(request: web.Request) -> dict[str, Any]:
+    """The body of a POST, form-encoded (what Mastodon.py sends) or JSON; aiohttp caches the
+    body, so the middleware and the handler may both read it."""
+    form: dict[str, Any] = {}
+    if request.method not in ("POST", "PUT"):
+        return form
+    if request.content_type == "application/json":
+        body = await request.json()
+        return body if isinstance(body, dict) else {}
+    posted = await request.post()
+    for key in set(posted.keys()):
+        values = posted.getall(key)
+        form[key] = values if key.endswith("[]") else values[-1]
+    return form
 
 
 def _iso(value: datetime | str | None) -> str:
