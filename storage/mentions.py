@@ -86,6 +86,7 @@ class CursorAdvance:
     reads: int = 0
     month: str = ""  # "YYYY-MM" the reads count towards
     owner: str | None = None  # the lease holder that must still hold the stream; None: no lease
+    lease_until: datetime | None = None  # extends the lease while a long read goes on
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,8 @@ async def advance_cursor(session: AsyncSession, advance: CursorAdvance, now: dat
         "health_reason": None,
         "retry_at": None,
     }
+    if advance.lease_until is not None:
+        values["lease_until"] = advance.lease_until
     if advance.month:
         values["reads_count"] = case(
             (same_month, CURSORS.c.reads_count + advance.reads), else_=advance.reads
@@ -427,3 +430,15 @@ async def _grow_leaders(session: AsyncSession, deltas: dict[int, int], flag_size
     # In id order, so two writers growing the same groups cannot deadlock on PostgreSQL.
     params = [{"leader": k, "delta": v} for k, v in sorted(deltas.items())]
     await session.execute(stmt, params)
+
+
+async def stream_health(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every stream's position and health, for /healthz and the docs' troubleshooting."""
+    rows = await session.execute(
+        select(
+            CURSORS.c.platform, CURSORS.c.account, CURSORS.c.stream, CURSORS.c.health,
+            CURSORS.c.health_reason, CURSORS.c.retry_at, CURSORS.c.updated_at,
+            CURSORS.c.reads_month, CURSORS.c.reads_count, CURSORS.c.lease_owner,
+        ).order_by(CURSORS.c.platform, CURSORS.c.account, CURSORS.c.stream)
+    )
+    return [dict(row._mapping) for row in rows.all()]

@@ -1,0 +1,365 @@
+"""The poll loop against an in-memory platform implementing monitors/types.Adapter (our own
+interface): cursors and restarts, 429, 5xx back-off, paused streams, rejected cursors, the read
+budget, leases between two processes, direct messages, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from monitors.poll import (
+    BACKING_OFF,
+    LEASED_ELSEWHERE,
+    PAUSED,
+    RATE_LIMITED,
+    READ,
+    WAITING,
+    Monitor,
+    PollPolicy,
+    run_monitor,
+)
+from monitors.triage import Triage, TriageRules
+from monitors.types import (
+    Author,
+    CursorRejected,
+    MonitorError,
+    Page,
+    Paused,
+    Post,
+    RateLimited,
+    Unavailable,
+)
+from nlu.embedded import EmbeddedInterpreter
+from storage.clock import ManualClock
+from storage.db import Store, create_store
+from storage.mentions import Grouping
+from storage.models import MonitorCursor, SocialPost
+
+START = datetime(2026, 1, 30, 9, 0, tzinfo=UTC)
+TEXTS = [
+    "@acme my parcel never arrived", "@acme thanks for the quick refund!",
+    "@acme the checkout page crashes", "@acme your cashier was rude to me",
+    "@acme is the downtown store open today?", "@acme I was charged twice",
+]
+
+
+@pytest.fixture(scope="module")
+def interpreter() -> EmbeddedInterpreter:
+    return EmbeddedInterpreter(preload=True)
+
+
+class FakePlatform:
+    """Serves `timeline[stream]` (oldest first, numeric ids) in pages from a cursor."""
+
+    platform = "x"
+
+    def __init__(self, timeline: dict[str, list[Post]], page_size: int = 3) -> None:
+        self.timeline = timeline
+        self.page_size = page_size
+        self.calls: list[tuple[str, str | None]] = []
+        self.errors: list[MonitorError] = []
+        self.whoami_error: MonitorError | None = None
+        self.reads_per_post = 1
+        self.closed = False
+
+    def streams(self) -> Sequence[str]:
+        return list(self.timeline)
+
+    async def whoami(self) -> Author:
+        if self.whoami_error is not None:
+            raise self.whoami_error
+        return Author(id="42", username="acme")
+
+    async def read(self, stream: str, cursor: str | None) -> Page:
+        self.calls.append((stream, cursor))
+        if self.errors:
+            raise self.errors.pop(0)
+        if cursor == "expired":
+            raise CursorRejected("since_id too old")
+        after = int(cursor) if cursor else 0
+        fresh = [p for p in self.timeline[stream] if int(p.external_id) > after]
+        page = fresh[: self.page_size]
+        return Page(
+            posts=page, cursor=page[-1].external_id if page else cursor,
+            more=len(fresh) > len(page), reads=len(page) * self.reads_per_post,
+        )
+
+    async def reply(self, in_reply_to: str, text: str) -> str:
+        return "r1"
+
+    async def send_direct(self, recipient: str, text: str, conversation: str | None) -> str:
+        return "d1"
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def timeline(n: int, stream: str = "mentions", first: int = 1) -> list[Post]:
+    return [
+        Post(
+            platform="x", stream=stream, external_id=str(i), text=TEXTS[i % len(TEXTS)] + f" #{i}",
+            author=Author(id=f"u{i}", username=f"user{i}", followers=100),
+            posted_at=START + timedelta(minutes=i),
+        )
+        for i in range(first, first + n)
+    ]
+
+
+def monitor(
+    store: Store, platform: FakePlatform, interpreter: EmbeddedInterpreter, clock: ManualClock,
+    owner: str = "proc-a", **policy: Any,
+) -> Monitor:
+    return Monitor(
+        store=store, adapter=platform, triage=Triage(interpreter, TriageRules()),
+        grouping=Grouping(), policy=PollPolicy(**({"poll_seconds": 60.0} | policy)),
+        owner=owner, clock=clock, rng=random.Random(7),
+    )
+
+
+async def row(store: Store, stream: str = "mentions") -> MonitorCursor:
+    async with store.read() as session:
+        found = await session.scalar(select(MonitorCursor).where(MonitorCursor.stream == stream))
+    assert found is not None
+    return found
+
+
+async def stored(store: Store) -> int:
+    async with store.read() as session:
+        return int(await session.scalar(select(func.count()).select_from(SocialPost)) or 0)
+
+
+async def test_first_start_reads_everything_then_a_restart_continues_from_the_cursor(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    clock = ManualClock(START)
+    platform = FakePlatform({"mentions": timeline(7)})
+    assert await monitor(store, platform, interpreter, clock).poll_all() == {"mentions": READ}
+    assert platform.calls == [("mentions", None), ("mentions", "3"), ("mentions", "6")]
+    assert await stored(store) == 7
+    r = await row(store)
+    assert (r.cursor, r.account, r.health, r.reads_count) == ("7", "42", "ok", 7)
+
+    # A new process (restart): same store, new platform posts arrive; only they are read.
+    platform.timeline["mentions"] += timeline(2, first=8)
+    platform.calls.clear()
+    clock.advance(minutes=1)
+    await monitor(store, platform, interpreter, clock).poll_all()
+    assert platform.calls == [("mentions", "7")]
+    assert await stored(store) == 9
+
+
+async def test_a_429_means_no_read_before_the_reset(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    clock = ManualClock(START)
+    platform = FakePlatform({"mentions": timeline(2)})
+    m = monitor(store, platform, interpreter, clock)
+    platform.errors.append(RateLimited(START + timedelta(minutes=5)))
+    assert await m.poll_stream("mentions") == RATE_LIMITED
+    r = await row(store)
+    assert r.health == "rate_limited" and r.retry_at == START + timedelta(minutes=5)
+    assert r.health_reason == "rate limited until 2026-01-30T09:05:00Z"
+
+    for minutes in (1, 2, 1):  # 09:04 still inside the window, also for a restarted process
+        clock.advance(minutes=minutes)
+        fresh = monitor(store, platform, interpreter, clock)
+        assert await fresh.poll_stream("mentions") == WAITING
+    assert len(platform.calls) == 1
+    clock.advance(minutes=1, seconds=1)
+    assert await m.poll_stream("mentions") == READ
+    assert (await row(store)).health == "ok"
+    assert await stored(store) == 2
+
+
+@pytest.mark.parametrize(
+    ("reset", "expected"),
+    [
+        (START - timedelta(hours=1), START + timedelta(seconds=60)),  # our clock runs ahead
+        (START + timedelta(days=9), START + timedelta(seconds=900)),  # nonsense header
+    ],
+)
+async def test_a_skewed_reset_time_is_bounded(
+    store: Store, interpreter: EmbeddedInterpreter, reset: datetime, expected: datetime
+) -> None:
+    platform = FakePlatform({"mentions": timeline(1)})
+    platform.errors.append(RateLimited(reset))
+    m = monitor(store, platform, interpreter, ManualClock(START), rate_limit_max_seconds=900)
+    await m.poll_stream("mentions")
+    assert (await row(store)).retry_at == expected
+
+
+async def test_outages_back_off_exponentially_with_jitter_then_recover(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    clock = ManualClock(START)
+    platform = FakePlatform({"mentions": timeline(1)})
+    m = monitor(store, platform, interpreter, clock, backoff_seconds=10, backoff_max_seconds=60)
+    waits = []
+    for _ in range(5):
+        platform.errors.append(Unavailable("503 Service Unavailable"))
+        assert await m.poll_stream("mentions") == BACKING_OFF
+        r = await row(store)
+        assert r.health == "backing_off" and "503" in (r.health_reason or "")
+        assert r.retry_at is not None
+        waits.append((r.retry_at - clock.now).total_seconds())
+        assert await m.poll_stream("mentions") == WAITING  # not before retry_at
+        clock.now = r.retry_at + timedelta(seconds=1)
+    for wait, ceiling in zip(waits, (10, 20, 40, 60, 60), strict=True):
+        assert ceiling / 2 <= wait <= ceiling
+    assert await m.poll_stream("mentions") == READ
+    r = await row(store)
+    assert r.health == "ok" and r.retry_at is None and r.health_reason is None
+
+
+async def test_a_revoked_token_pauses_the_stream_until_restart(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    clock = ManualClock(START)
+    platform = FakePlatform({"mentions": timeline(2)})
+    m = monitor(store, platform, interpreter, clock)
+    platform.errors.append(Paused("401 Unauthorized: token revoked"))
+    assert await m.poll_stream("mentions") == PAUSED
+    for _ in range(3):
+        clock.advance(hours=1)
+        assert await m.poll_stream("mentions") == PAUSED
+    assert len(platform.calls) == 1
+    r = await row(store)
+    assert r.health == "paused" and r.health_reason == "401 Unauthorized: token revoked"
+    # Restarted (with a fixed token): reads again.
+    assert await monitor(store, platform, interpreter, clock).poll_stream("mentions") == READ
+    assert await stored(store) == 2
+
+
+async def test_a_revoked_token_at_start_pauses_every_stream(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    platform = FakePlatform({"mentions": timeline(1), "dms": timeline(1, "dms")})
+    platform.whoami_error = Paused("401 Unauthorized")
+    outcomes = await monitor(store, platform, interpreter, ManualClock(START)).poll_all()
+    assert outcomes == {"mentions": PAUSED, "dms": PAUSED}
+    assert platform.calls == []
+    assert (await row(store, "dms")).health == "paused"
+
+
+async def test_a_rejected_cursor_is_reset_and_read_afresh_without_doubles(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    clock = ManualClock(START)
+    platform = FakePlatform({"mentions": timeline(4)})
+    m = monitor(store, platform, interpreter, clock)
+    await m.poll_stream("mentions")
+    assert await stored(store) == 4
+    async with store.transaction() as session:
+        r = await session.scalar(select(MonitorCursor))
+        assert r is not None
+        r.cursor = "expired"
+    platform.calls.clear()
+    clock.advance(minutes=1)
+    assert await m.poll_stream("mentions") == READ
+    assert platform.calls[:2] == [("mentions", "expired"), ("mentions", None)]
+    assert await stored(store) == 4
+    assert (await row(store)).cursor == "4"
+
+
+async def test_the_read_budget_stops_reading_until_next_month(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    clock = ManualClock(START)
+    platform = FakePlatform({"mentions": timeline(30)}, page_size=2)
+    platform.reads_per_post = 30  # 60 billed reads a page: $0.30 at $0.005
+    m = monitor(
+        store, platform, interpreter, clock, read_prices={"mentions": 0.005},
+        monthly_budget_usd=1.0, page_estimate=100, max_pages=10,
+    )
+    # $0 and $0.30 spent: another page ($0.50 at most) fits; at $0.60 it would not.
+    assert await m.poll_stream("mentions") == PAUSED
+    assert len(platform.calls) == 2
+    r = await row(store)
+    assert r.health == "paused" and (r.health_reason or "").startswith("budget")
+    assert r.reads_count == 120
+    clock.advance(hours=1)
+    assert await m.poll_stream("mentions") == PAUSED
+    assert len(platform.calls) == 2
+    # Writing is never budgeted: replies still go out.
+    assert await platform.reply("1", "Sorry to hear that, we are on it") == "r1"
+    # February: a new month's budget.
+    clock.advance(days=3)
+    assert await m.poll_stream("mentions") == PAUSED  # two more pages, then the cap again
+    assert len(platform.calls) == 4
+    assert (await row(store)).reads_month == "2026-02"
+
+
+async def test_two_processes_one_stream_only_the_leaseholder_polls(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    second_store = create_store(store.engine.url.render_as_string(hide_password=False))
+    try:
+        clock = ManualClock(START)
+        shared = {"mentions": timeline(3)}
+        a_platform, b_platform = FakePlatform(shared), FakePlatform(shared)
+        a = monitor(store, a_platform, interpreter, clock, owner="proc-a")
+        b = monitor(second_store, b_platform, interpreter, clock, owner="proc-b")
+        for round_ in range(4):
+            outcomes = await asyncio.gather(a.poll_stream("mentions"), b.poll_stream("mentions"))
+            assert sorted(outcomes) == sorted([READ, LEASED_ELSEWHERE]), round_
+            shared["mentions"] += timeline(1, first=4 + round_)
+            clock.advance(minutes=1)
+        assert bool(a_platform.calls) != bool(b_platform.calls)  # one process did all reads
+        holder, other, other_platform = (
+            (a, b, b_platform) if a_platform.calls else (b, a, a_platform)
+        )
+        assert await stored(store) == 6
+        # The holder dies without releasing: after the lease runs out the other takes over,
+        # from the stored cursor.
+        clock.advance(seconds=holder.policy.lease.total_seconds() + 1)
+        assert await other.poll_stream("mentions") == READ
+        assert other_platform.calls == [("mentions", "6")]
+        assert await stored(store) == 7
+        assert await holder.poll_stream("mentions") == LEASED_ELSEWHERE
+        # A clean shutdown hands the stream over at once.
+        await other.release()
+        assert await holder.poll_stream("mentions") == READ
+    finally:
+        await second_store.close()
+
+
+async def test_direct_messages_reach_the_hook_once(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    seen: list[list[int]] = []
+
+    async def on_direct_messages(ids: Sequence[int]) -> None:
+        seen.append(list(ids))
+
+    platform = FakePlatform({"dms": timeline(2, "dms")})
+    m = monitor(store, platform, interpreter, ManualClock(START))
+    m.on_direct_messages = on_direct_messages
+    await m.poll_all()
+    await m.poll_all()
+    assert [len(batch) for batch in seen] == [2]
+    async with store.read() as session:
+        states = (await session.scalars(select(SocialPost.state))).all()
+    assert states == ["new", "new"]
+
+
+async def test_the_loop_stops_on_request_and_hands_its_leases_back(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    stop = asyncio.Event()
+
+    class Stopping(FakePlatform):
+        async def read(self, stream: str, cursor: str | None) -> Page:
+            stop.set()  # SIGTERM arrives while a read is in flight
+            return await super().read(stream, cursor)
+
+    platform = Stopping({"mentions": timeline(2)})
+    m = monitor(store, platform, interpreter, ManualClock(START))
+    await asyncio.wait_for(run_monitor(m, stop), timeout=30)
+    r = await row(store)
+    assert r.lease_owner is None and r.cursor == "2" and platform.closed
