@@ -14,7 +14,6 @@ skipping nor repeating a page (see `Cursor`).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -418,7 +417,8 @@ class XAdapter:
         headers = response.headers
         self._note_remaining(endpoint, headers)
         try:
-            body = json.loads(await response.read())
+            # tweepy read the body before releasing the connection; json() decodes it.
+            body = await response.json(content_type=None)
         except (ValueError, aiohttp.ClientError) as exc:
             raise Unavailable(f"X {endpoint}: malformed JSON") from exc
         if not isinstance(body, dict):
