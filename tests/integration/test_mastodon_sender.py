@@ -107,9 +107,12 @@ async def test_a_public_reply_answers_in_the_thread_and_is_recorded(
     [status] = server.posted
     assert status["in_reply_to_id"] == mention["id"]
     assert status["visibility"] == "public"
-    assert server.text_of(status) == "@fan@elsewhere.example Sorry! We have sent you a direct message."
+    assert server.text_of(status) == (
+        "@fan@elsewhere.example Sorry! We have sent you a direct message."
+    )
     async with store.read() as session:
-        assert (await session.get(SocialPost, post_id)).reply_external_id == status["id"]  # type: ignore[union-attr]
+        stored = await session.get(SocialPost, post_id)
+    assert stored is not None and stored.reply_external_id == status["id"]
 
 
 async def test_a_reply_is_never_more_public_than_the_post(
