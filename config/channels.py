@@ -22,6 +22,7 @@ from bot.telegram import TelegramChannel
 from bot.webchat import WebChat
 from config.settings import Settings
 from desk.app import RouteHook
+from monitors.mastodon_sender import make_mastodon_sender
 from nlu.types import Interpreter
 from storage.db import Store
 from storage.dispatch import Sender
@@ -73,6 +74,8 @@ def build_channels(
         channels.webchat = WebChat(store, dialogue, secret, notifications.render)
         channels.route_hooks.append(channels.webchat.hook)
         channels.senders["webchat"] = channels.webchat.sender
+    if settings.mastodon_enabled and role in ("all", "worker"):
+        channels.senders["mastodon"] = make_mastodon_sender(settings, store)
     if settings.telegram_token is None:
         if role in ("all", "bot"):
             log.info("Telegram is off (set CARELOOP_TELEGRAM_TOKEN to turn it on)")

@@ -23,6 +23,7 @@ words a customer types instead (`yes`, `skip`, `1`…`5`, `/status`), which the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +172,19 @@ async def handle_direct_messages(
             continue
         handled += 1
     return handled
+
+
+def direct_messages_hook(
+    store: Store, dialogue: Dialogue, *, limit: int = 100, clock: Clock = utc_now
+) -> Callable[[Sequence[int]], Awaitable[None]]:
+    """For monitors/poll.Monitor.on_direct_messages: after a page of direct messages is stored,
+    answer every unhandled one (those just written and any a crash left), oldest first."""
+
+    async def hook(_written: Sequence[int]) -> None:
+        while await handle_direct_messages(store, dialogue, limit=limit, clock=clock) >= limit:
+            pass  # a full batch: there may be more
+
+    return hook
 
 
 async def handle_one(
