@@ -225,3 +225,35 @@ def test_buttons_become_words_to_reply_with() -> None:
     ))
     assert direct_text(menu, "zh").endswith("回复：/new / /status / /human")
     assert direct_text(Reply(text="plain"), "en") == "plain"
+
+
+async def test_the_poll_loop_reads_stores_and_answers_mastodon_direct_messages(
+    store: Store, server: FakeMastodon
+) -> None:
+    import random
+
+    from monitors.direct import direct_messages_hook
+    from monitors.poll import Monitor, PollPolicy
+    from monitors.triage import Triage, TriageRules
+
+    clock = ManualClock(datetime.now(UTC))
+    mei = MastodonCustomer(store, server, clock)
+    fan = server.account("fan", followers=50_000)
+    server.mention(fan, "Your checkout page keeps crashing, I was charged twice!")
+    dm = server.dm(mei.account, "My parcel for order 123-4567 never arrived")
+    monitor = Monitor(
+        store=store, adapter=mei.adapter, triage=Triage(shared_interpreter(), TriageRules()),
+        grouping=Grouping(), policy=PollPolicy(), owner="proc-a", clock=clock,
+        rng=random.Random(7),
+        on_direct_messages=direct_messages_hook(store, mei.dialogue, clock=clock),
+    )
+
+    await monitor.poll_all()
+    await dispatch_once(store, {"mastodon": mei.send}, POLICY, worker="w", clock=clock)
+
+    async with store.read() as session:
+        posts = {p.stream: p for p in (await session.scalars(select(SocialPost))).all()}
+    assert posts["mentions"].state == "flagged" and posts["mentions"].author_followers == 50_000
+    assert posts["dms"].state == "ignored" and posts["dms"].handled_by == "bot"
+    [answer] = server.sent_to(mei.account)
+    assert answer["in_reply_to_id"] == dm["id"] and "Reply: skip" in server.text_of(answer)
