@@ -17,6 +17,7 @@ from aiohttp import web
 from argon2 import PasswordHasher
 
 from config.channels import Channels, build_channels
+from config.monitors import monitor_health, run_monitors
 from config.settings import Settings
 from desk.app import make_app
 from desk.context import DeskContext
@@ -139,7 +140,10 @@ async def _serve_desk(
         rules=service.rules,
         hasher=service.hasher,
         intake=intake,
-        health={"nlu": service.interpreter.health},
+        health={
+            "nlu": service.interpreter.health,
+            "monitors": await monitor_health(service.store, service.settings),
+        },
         secret=secret,
     )
     app = make_app(ctx, extra=channels.route_hooks)
@@ -176,8 +180,11 @@ def _parts(
             )
         )
         parts.append(_sla_loop(service, stop))
-    if role in ("all", "monitors") and not (s.x_enabled or s.mastodon_enabled):
-        log.info("social monitors are off (no X or Mastodon credentials)")
+    if role in ("all", "monitors"):  # off (one log line) without X or Mastodon credentials
+        parts.append(run_monitors(
+            s, service.store, service.interpreter, service.worker_id, stop,
+            dialogue=channels.dialogue,
+        ))
     return parts
 
 
