@@ -363,3 +363,41 @@ async def test_the_loop_stops_on_request_and_hands_its_leases_back(
     await asyncio.wait_for(run_monitor(m, stop), timeout=30)
     r = await row(store)
     assert r.lease_owner is None and r.cursor == "2" and platform.closed
+
+
+async def test_health_probe_reports_each_stream(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    from config.monitors import monitor_health, summarise
+    from storage.mentions import stream_health
+
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+    platform = FakePlatform({"mentions": timeline(2), "dms": timeline(1, "dms"),
+                             "search": timeline(1, "search")})
+    m = monitor(store, platform, interpreter, clock)
+    await m.identify()
+    await m.poll_stream("mentions")
+    platform.errors.append(RateLimited(clock.now + timedelta(minutes=15)))
+    await m.poll_stream("dms")
+    platform.errors.append(Paused("403 Forbidden: client not enrolled"))
+    await m.poll_stream("search")
+
+    probe = await monitor_health(store)
+    report = probe()
+    assert report["status"] == "degraded"
+    until = f"{clock.now + timedelta(minutes=15):%Y-%m-%dT%H:%M:%SZ}"
+    assert report["streams"] == {
+        "x/42/dms": {"health": f"rate limited until {until}", "last_read": report["streams"][
+            "x/42/dms"]["last_read"], "reads_this_month": 0},
+        "x/42/mentions": {"health": "ok", "last_read": report["streams"]["x/42/mentions"][
+            "last_read"], "reads_this_month": 2},
+        "x/42/search": {"health": "paused: 403 Forbidden: client not enrolled",
+                        "last_read": report["streams"]["x/42/search"]["last_read"],
+                        "reads_this_month": 0},
+    }
+    # Once the reset time has passed the stream no longer reports as limited.
+    async with store.read() as session:
+        later = summarise(await stream_health(session), {"mentions": 0.005},
+                          clock.now + timedelta(minutes=16))
+    assert later["streams"]["x/42/dms"]["health"] == "ok"
+    assert later["x_read_cost_usd_this_month"] == 0.01
