@@ -213,7 +213,7 @@ class FakeX:
         self.revoked = False
         self._faults: list[Fault] = []
         self._windows: dict[str, Window] = {}
-        self._tokens: dict[str, tuple[str, str]] = {}  # token -> (endpoint, older than id)
+        self._tokens: dict[str, tuple[str, str, str]] = {}  # token -> (endpoint, id, way)
         self._sequence = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.api_base = ""
@@ -255,8 +255,9 @@ class FakeX:
         return user
 
     def post(self, author: User, text: str, *, at: datetime | None = None,
-             mentions: Iterable[User] = (), reply_to: Tweet | None = None) -> Tweet:
-        tweet_id = self.snowflake(at)
+             mentions: Iterable[User] = (), reply_to: Tweet | None = None,
+             tweet_id: str | None = None) -> Tweet:
+        tweet_id = tweet_id or self.snowflake(at)
         tweet = Tweet(
             id=tweet_id, text=text, author_id=author.id,
             created_at=snowflake_time(tweet_id),
@@ -552,8 +553,10 @@ class FakeX:
 
     def _page(self, items: list[Any], query: dict[str, str], endpoint: str, *,
               default_max: int, bounds: tuple[int, int], token_param: str,
-              dm: bool = False) -> tuple[list[Any], str | None]:
-        """Newest first, from the token's position; a token for the rest when there is more."""
+              dm: bool = False, previous: bool = False
+              ) -> tuple[list[Any], str | None, str | None]:
+        """Newest first, from the token's position: the page, a token for older items when
+        there are more, and (where X gives one) a token for newer items."""
         try:
             count = int(query.get("max_results", default_max))
         except ValueError:
@@ -571,28 +574,39 @@ class FakeX:
                 raise XError(400, invalid_request(
                     token_param, token, f"The `{token_param}` query parameter value "
                                         f"[{token}] is not valid"))
-            items = [i for i in items if int(i.id) < int(known[1])]
+            _, ref, direction = known
+            if direction == "older":
+                items = [i for i in items if int(i.id) < int(ref)]
+            else:
+                items = [i for i in items if int(i.id) > int(ref)][-count:]
         page = items[:count]
-        more = len(items) > count
-        next_token = None
-        if more and page:
-            digest = hashlib.sha256(f"{endpoint}:{page[-1].id}:{time.time()}".encode())
-            next_token = (digest.hexdigest()[:24].upper() if dm
-                          else _base36(int.from_bytes(digest.digest()[:28])))
-            self._tokens[next_token] = (endpoint, page[-1].id)
-        return page, next_token
+        older = self._token(endpoint, page[-1].id, "older", dm) if len(items) > count and (
+            page) else None
+        newer = None
+        if page and (previous or dm):
+            newer = self._token(endpoint, page[0].id, "newer", dm)
+        return page, older, newer
+
+    def _token(self, endpoint: str, ref: str, direction: str, dm: bool) -> str:
+        digest = hashlib.sha256(f"{endpoint}:{ref}:{direction}:{time.time()}".encode())
+        # X's tokens: base32hex upper case with Z padding for DMs, lower case otherwise.
+        token = (digest.hexdigest()[:20].upper() + "ZZZZ" if dm
+                 else _base36(int.from_bytes(digest.digest()[:28])))
+        self._tokens[token] = (endpoint, ref, direction)
+        return token
 
     def _tweets_answer(self, tweets: list[Tweet], query: dict[str, str], endpoint: str,
                        *, default_max: int, bounds: tuple[int, int],
-                       token_param: str) -> dict[str, Any]:
+                       token_param: str, previous: bool = False) -> dict[str, Any]:
         tweets = sorted(tweets, key=lambda t: int(t.id), reverse=True)
         since, until = query.get("since_id"), query.get("until_id")
         if since:
             tweets = [t for t in tweets if int(t.id) > int(since)]
         if until:
             tweets = [t for t in tweets if int(t.id) < int(until)]
-        page, next_token = self._page(tweets, query, endpoint, default_max=default_max,
-                                      bounds=bounds, token_param=token_param)
+        page, next_token, previous_token = self._page(
+            tweets, query, endpoint, default_max=default_max, bounds=bounds,
+            token_param=token_param, previous=previous)
         fields = self._fields(query, "tweet.fields")
         expansions = self._fields(query, "expansions")
         answer: dict[str, Any] = {}
@@ -610,6 +624,8 @@ class FakeX:
             meta["newest_id"], meta["oldest_id"] = page[0].id, page[-1].id
         if next_token:
             meta["next_token"] = next_token
+        if previous_token:
+            meta["previous_token"] = previous_token
         answer["meta"] = meta
         return answer
 
@@ -629,7 +645,8 @@ class FakeX:
                     and not self.users[t.author_id].protected]
         mentions = sorted(mentions, key=lambda t: int(t.id), reverse=True)[:MENTIONS_SERVED]
         return 200, self._tweets_answer(mentions, query, "mentions", default_max=10,
-                                        bounds=(5, 100), token_param="pagination_token")
+                                        bounds=(5, 100), token_param="pagination_token",
+                                        previous="pagination_token" in query)
 
     async def _get_search(self, query: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
         oldest = datetime.fromtimestamp(self.now(), UTC) - timedelta(days=SEARCH_DAYS)
@@ -678,8 +695,9 @@ class FakeX:
         if dm_conversation_id is not None:
             events = [e for e in events if e.dm_conversation_id == dm_conversation_id]
         events.sort(key=lambda e: int(e.id), reverse=True)
-        page, next_token = self._page(events, query, "dm_events", default_max=100,
-                                      bounds=(1, 100), token_param="pagination_token", dm=True)
+        page, next_token, previous_token = self._page(
+            events, query, "dm_events", default_max=100, bounds=(1, 100),
+            token_param="pagination_token", dm=True)
         fields = self._fields(query, "dm_event.fields")
         expansions = self._fields(query, "expansions")
         answer: dict[str, Any] = {}
@@ -695,6 +713,8 @@ class FakeX:
         meta: dict[str, Any] = {"result_count": len(page)}
         if next_token:
             meta["next_token"] = next_token
+        if previous_token:
+            meta["previous_token"] = previous_token
         answer["meta"] = meta
         return 200, answer
 
@@ -714,7 +734,10 @@ class FakeX:
             raise XError(403, blank_problem(403, "Forbidden", "You are not allowed to create "
                                             "a Tweet with duplicate content."))
         tweet = self.post(self.me, text, reply_to=parent)
-        return 201, {"data": {"id": tweet.id, "text": tweet.text}}
+        data = {"id": tweet.id, "text": tweet.text}
+        if body.get("community_id"):  # a post to a Community says where it went
+            data["community_id"] = str(body["community_id"])
+        return 201, {"data": data}
 
     async def _delete_tweet(self, query: dict[str, str], body: Any, *,
                             id: str) -> tuple[int, dict[str, Any]]:
