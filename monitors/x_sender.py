@@ -1,0 +1,99 @@
+"""The outbox sender for channel `x`: ticket notifications (rendered by bot/notifications.py,
+the same words the chat channels send) go to the customer as X direct messages; a
+PUBLIC_REPLY row — a reply a person pressed send on in the review queue — goes out as a reply
+post in the mention's thread (`reply.in_reply_to_tweet_id`).
+
+X's answers become the dispatcher's outcomes (storage/dispatch.py): 429 → RetryAfter until
+x-rate-limit-reset; 401 (revoked token), 402, 400 → PermanentFailure; 403 on a direct message
+(the customer doesn't accept DMs from us, or blocked us) → PermanentFailure(unreachable=True)
+so nothing more is tried for that customer; 5xx and network errors stay plain exceptions, so
+the dispatcher backs off and tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot.notifications import render
+from monitors.types import PUBLIC_REPLY, Adapter, MonitorError, Paused, RateLimited
+from monitors.x import Refused
+from storage import dispatch
+from storage.clock import Clock, utc_now
+from storage.outbox import Delivery
+
+log = logging.getLogger("careloop.monitors.x_sender")
+
+MAX_DM_CHARS = 10_000  # X's limit for one direct message
+DUPLICATE = "duplicate content"
+
+# Told once X has the reply: (social post id, the reply's id on X), so the mention can keep
+# `reply_external_id`. The composition root wires it to the store.
+RepliedHook = Callable[[int, str], Awaitable[None]]
+
+
+def dm_texts(delivery: Delivery) -> list[str]:
+    """The direct messages one outbox row becomes. X DMs have no inline buttons: the
+    choices are written out, and the customer answers by typing one (CONTRACT §4)."""
+    texts: list[str] = []
+    for reply in render(delivery):
+        labels = [button.label for row in reply.buttons for button in row]
+        text = reply.text + ("\n\n" + " / ".join(labels) if labels else "")
+        texts.extend(text[i:i + MAX_DM_CHARS] for i in range(0, len(text), MAX_DM_CHARS))
+    return [t for t in texts if t.strip()]
+
+
+def make_x_sender(
+    adapter: Adapter,
+    *,
+    on_replied: RepliedHook | None = None,
+    clock: Clock = utc_now,
+) -> dispatch.Sender:
+    async def send(delivery: Delivery) -> None:
+        try:
+            if delivery.kind == PUBLIC_REPLY:
+                await _public_reply(adapter, delivery, on_replied)
+            else:
+                await _direct(adapter, delivery)
+        except RateLimited as exc:
+            wait = max((exc.until - clock()).total_seconds(), 1.0)
+            raise dispatch.RetryAfter(wait, str(exc)) from exc
+        except Refused as exc:
+            unreachable = exc.status == 403 and delivery.kind != PUBLIC_REPLY
+            raise dispatch.PermanentFailure(str(exc), unreachable=unreachable) from exc
+        except Paused as exc:
+            raise dispatch.PermanentFailure(str(exc)) from exc
+        except MonitorError:
+            raise  # Unavailable: the dispatcher backs off and tries again
+
+    return send
+
+
+async def _direct(adapter: Adapter, delivery: Delivery) -> None:
+    conversation = delivery.payload.get("dm_conversation_id")
+    if not delivery.recipient and not conversation:
+        raise dispatch.PermanentFailure("no X account for this customer")
+    for text in dm_texts(delivery):
+        await adapter.send_direct(delivery.recipient or "", text,
+                                  str(conversation) if conversation else None)
+
+
+async def _public_reply(
+    adapter: Adapter, delivery: Delivery, on_replied: RepliedHook | None
+) -> None:
+    payload = delivery.payload
+    in_reply_to = payload.get("in_reply_to")
+    text = str(payload.get("text") or "").strip()
+    if not in_reply_to or not text:
+        raise dispatch.PermanentFailure("a public reply needs the post it answers and a text")
+    try:
+        reply_id = await adapter.reply(str(in_reply_to), text)
+    except Refused as exc:
+        if exc.status == 403 and DUPLICATE in str(exc).lower():
+            # An earlier attempt got through and only its outcome was lost (delivery is at
+            # least once): the reply is on X already, posting it again is what X refuses.
+            log.info("outbox %s: X already has this reply", delivery.id)
+            return
+        raise
+    if on_replied is not None and payload.get("post_id") is not None:
+        await on_replied(int(payload["post_id"]), reply_id)
