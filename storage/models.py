@@ -291,8 +291,8 @@ class SocialPost(Base):
         # not in it. The predicate is spelled as the queue spells it, literally.
         Index(
             "ix_social_posts_review", "state", "priority", "author_followers", "posted_at", "id",
-            postgresql_where=sql_text("group_id IS NULL AND stream <> 'dms'"),
-            sqlite_where=sql_text("group_id IS NULL AND stream <> 'dms'"),
+            postgresql_where=sql_text("coalesce(group_id, 0) = 0 AND stream <> 'dms'"),
+            sqlite_where=sql_text("coalesce(group_id, 0) = 0 AND stream <> 'dms'"),
         ),
         Index("ix_social_posts_posted_at", "posted_at"),
         Index("ix_social_posts_group", "group_id"),

@@ -14,9 +14,21 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, literal, literal_column, select, tuple_, union_all, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,9 +66,14 @@ MAX_MEMBERS = 100
 MAX_BULK = 200
 RETRIES = 3
 
-# Posts that are review items: group leaders that are not direct messages. Spelled with a
-# literal, exactly like the partial index ix_social_posts_review, so both databases use it.
-REVIEW_ITEM = and_(POSTS.c.group_id.is_(None), POSTS.c.stream != literal_column("'dms'"))
+# Posts that are review items: group leaders that are not direct messages. Spelled with
+# literals exactly like the predicate of the partial index ix_social_posts_review, so both
+# databases use it; coalesce(), not IS NULL, so SQLite cannot pick ix_social_posts_group
+# for the term instead (after ANALYZE it did, and sorted every leader).
+REVIEW_ITEM = and_(
+    func.coalesce(POSTS.c.group_id, literal_column("0")) == literal_column("0"),
+    POSTS.c.stream != literal_column("'dms'"),
+)
 
 
 @dataclass
@@ -145,26 +162,38 @@ def decode_cursor(cursor: str) -> tuple[Segment, int | None, datetime, int]:
         raise Invalid("cursor: not a cursor this API gave out") from exc
 
 
-def _filtered(query: Any, f: MentionFilter) -> Any:
-    if f.platforms:
-        query = query.where(POSTS.c.platform.in_(f.platforms))
-    if f.categories:
-        query = query.where(POSTS.c.category.in_(f.categories))
-    if f.languages:
-        query = query.where(POSTS.c.language.in_(f.languages))
-    if f.since is not None:
-        query = query.where(POSTS.c.posted_at >= f.since)
-    if f.until is not None:
-        query = query.where(POSTS.c.posted_at < f.until)
-    if f.assignee_id is not None:
-        query = query.where(POSTS.c.assignee_id == f.assignee_id)
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a queue statement's SQL depends on; the values travel as parameters."""
+
+    parts: tuple[Segment, ...]
+    after: bool
+    platforms: bool
+    categories: bool
+    languages: bool
+    since: bool
+    until: bool
+    assignee: bool
+    limit: int
+
+
+def _filtered(query: Any, shape: _Shape) -> Any:
+    if shape.platforms:
+        query = query.where(POSTS.c.platform.in_(bindparam("platforms", expanding=True)))
+    if shape.categories:
+        query = query.where(POSTS.c.category.in_(bindparam("categories", expanding=True)))
+    if shape.languages:
+        query = query.where(POSTS.c.language.in_(bindparam("languages", expanding=True)))
+    if shape.since:
+        query = query.where(POSTS.c.posted_at >= bindparam("since", type_=POSTS.c.posted_at.type))
+    if shape.until:
+        query = query.where(POSTS.c.posted_at < bindparam("until", type_=POSTS.c.posted_at.type))
+    if shape.assignee:
+        query = query.where(POSTS.c.assignee_id == bindparam("assignee_id"))
     return query
 
 
-def _segment_keys(
-    rank: int, seg: Segment, f: MentionFilter, after: tuple[int | None, datetime, int] | None,
-    limit: int,
-) -> Any:
+def _segment_keys(rank: int, seg: Segment, shape: _Shape, after: bool) -> Any:
     """Ids of one segment, most reach then newest first: a backward walk of the index."""
     followers, posted_at, post_id = POSTS.c.author_followers, POSTS.c.posted_at, POSTS.c.id
     query = select(post_id, followers, posted_at, literal(rank).label("rank")).where(
@@ -173,16 +202,37 @@ def _segment_keys(
         POSTS.c.priority == seg.priority if seg.priority else POSTS.c.priority.is_(None),
         followers.is_not(None) if seg.has_followers else followers.is_(None),
     )
-    query = _filtered(query, f)
-    if after is not None:
-        last_followers, last_at, last_id = after
+    query = _filtered(query, shape)
+    if after:
+        last_at = bindparam("after_at", type_=posted_at.type)
         if seg.has_followers:
             query = query.where(
-                tuple_(followers, posted_at, post_id) < tuple_(last_followers, last_at, last_id)
+                tuple_(followers, posted_at, post_id)
+                < tuple_(bindparam("after_followers"), last_at, bindparam("after_id"))
             )
         else:
-            query = query.where(tuple_(posted_at, post_id) < tuple_(last_at, last_id))
-    return query.order_by(followers.desc(), posted_at.desc(), post_id.desc()).limit(limit)
+            query = query.where(tuple_(posted_at, post_id) < tuple_(last_at, bindparam("after_id")))
+    return query.order_by(followers.desc(), posted_at.desc(), post_id.desc()).limit(shape.limit)
+
+
+@lru_cache(maxsize=512)
+def _queue_statement(shape: _Shape) -> Any:
+    """Built once per shape: a union of up to 60 small reads costs milliseconds of Python to
+    assemble, far more than the database takes to run it."""
+    reads = [
+        select(_segment_keys(rank, seg, shape, shape.after and rank == 0).subquery())
+        for rank, seg in enumerate(shape.parts)
+    ]
+    keys = (union_all(*reads) if len(reads) > 1 else reads[0]).subquery()
+    return (
+        select(POSTS, AGENTS.c.username.label("assignee_name"))
+        .join(keys, keys.c.id == POSTS.c.id)
+        .outerjoin(AGENTS, AGENTS.c.id == POSTS.c.assignee_id)
+        .order_by(
+            keys.c.rank, keys.c.author_followers.desc(), keys.c.posted_at.desc(), keys.c.id.desc()
+        )
+        .limit(shape.limit)
+    )
 
 
 async def list_mentions(
@@ -193,34 +243,36 @@ async def list_mentions(
     Each (state, priority) stretch is read on its own in index order and the stretches are
     merged, so a page costs a few short index reads however many posts there are."""
     parts = segments(f)
-    after: tuple[int | None, datetime, int] | None = None
+    params: dict[str, Any] = {}
     start = 0
     if cursor:
         seg, followers, at, post_id = decode_cursor(cursor)
         if seg not in parts:
             raise Invalid("cursor: it belongs to other filters; start from the first page")
         start = parts.index(seg)
-        after = (followers, at, post_id)
-    reads = [
-        select(
-            _segment_keys(rank, seg, f, after if rank == start else None, limit + 1).subquery()
-        )
-        for rank, seg in enumerate(parts)
-        if rank >= start
-    ]
-    if not reads:
-        return [], None
-    keys = (union_all(*reads) if len(reads) > 1 else reads[0]).subquery()
-    query = (
-        select(POSTS, AGENTS.c.username.label("assignee_name"))
-        .join(keys, keys.c.id == POSTS.c.id)
-        .outerjoin(AGENTS, AGENTS.c.id == POSTS.c.assignee_id)
-        .order_by(
-            keys.c.rank, keys.c.author_followers.desc(), keys.c.posted_at.desc(), keys.c.id.desc()
-        )
-        .limit(limit + 1)
+        params |= {"after_at": at, "after_id": post_id}
+        if followers is not None:
+            params["after_followers"] = followers
+    shape = _Shape(
+        parts=tuple(parts[start:]),
+        after=cursor is not None,
+        platforms=bool(f.platforms),
+        categories=bool(f.categories),
+        languages=bool(f.languages),
+        since=f.since is not None,
+        until=f.until is not None,
+        assignee=f.assignee_id is not None,
+        limit=limit + 1,
     )
-    rows = [MentionRow(r, r.assignee_name) for r in (await session.execute(query)).all()]
+    if not shape.parts:
+        return [], None
+    params |= {
+        "platforms": f.platforms, "categories": f.categories, "languages": f.languages,
+        "since": f.since, "until": f.until, "assignee_id": f.assignee_id,
+    }
+    used = {k: v for k, v in params.items() if v is not None and v != []}
+    result = await session.execute(_queue_statement(shape), used)
+    rows = [MentionRow(r, r.assignee_name) for r in result.all()]
     next_cursor = encode_cursor(rows[limit - 1].post) if len(rows) > limit else None
     return rows[:limit], next_cursor
 

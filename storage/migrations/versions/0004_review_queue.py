@@ -18,7 +18,7 @@ down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-REVIEW_ITEMS = "group_id IS NULL AND stream <> 'dms'"
+REVIEW_ITEMS = "coalesce(group_id, 0) = 0 AND stream <> 'dms'"
 
 
 def upgrade() -> None:
