@@ -19,7 +19,7 @@ from desk import csrf
 from desk.auth import AGENT
 from desk.context import CTX
 from desk.routes import Handler
-from desk.session import SESSION, PageError, is_https
+from desk.session import PUBLIC_PAGES, SESSION, PageError, is_https
 from storage.errors import StoreError
 from storage.models import Agent
 
@@ -83,9 +83,13 @@ async def render(
         token = csrf.token_for(secret, session.nonce)
     else:
         # Before login: a token bound to a random cookie (the login form needs one too).
+        # Only the login page sets that cookie: an error page rendered meanwhile (the
+        # browser's favicon request, a 404) must not replace it under an open login form.
         nonce = csrf.pre_nonce(request)
         if nonce is None:
-            nonce = new_pre = csrf.new_pre_nonce()
+            nonce = csrf.new_pre_nonce()
+            if request.path in PUBLIC_PAGES:
+                new_pre = nonce
         token = csrf.token_for(secret, nonce)
     lang = request_lang(request)
     full = {

@@ -307,6 +307,20 @@ async def test_the_login_form_needs_its_csrf_token(desk: TestClient) -> None:
     assert session_cookie(desk) is None
 
 
+async def test_an_error_page_meanwhile_does_not_spoil_an_open_login_form(
+    desk: TestClient,
+) -> None:
+    """Browsers fetch /favicon.ico (a 404 page) while the login form is open: that response
+    must not replace the cookie the form's token is bound to."""
+    token = csrf_from(await (await desk.get("/login")).text())
+    assert (await desk.get("/favicon.ico")).status == 404
+    resp = await desk.post(
+        "/login", allow_redirects=False,
+        data={"username": "alice", "password": PASSWORD, "csrf_token": token},
+    )
+    assert resp.status == 302
+
+
 async def test_cookie_json_writes_need_the_csrf_header(desk: TestClient, store: Store) -> None:
     r = rules()
     number = f"CL-{await chat_ticket(store, r, await chat_customer(store, r))}"
