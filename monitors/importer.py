@@ -10,6 +10,7 @@ is the row's (x, mastodon, ...) or `import`. Importing a file twice adds nothing
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -24,7 +25,7 @@ from monitors.triage import Triage
 from monitors.types import IMPORT, Author, Post
 from storage.clock import Clock, utc_now
 from storage.db import Store
-from storage.mentions import Grouping, ingest
+from storage.mentions import Grouping, NewMention, ingest
 
 ID_KEYS = ("id", "external_id", "tweet_id", "status_id", "post_id")
 TEXT_KEYS = ("text", "content", "body", "full_text", "message")
@@ -209,29 +210,41 @@ async def import_file(
 ) -> ImportSummary:
     summary = ImportSummary()
     batch: list[Post] = []
+    writing: asyncio.Task[None] | None = None
 
-    async def flush() -> None:
-        rows = await triage.mentions(batch)
+    async def write(rows: list[NewMention]) -> None:
         async with store.transaction() as session:
             result = await ingest(session, rows, cursor=None, grouping=grouping, now=clock())
         summary.imported += result.inserted
         summary.already_there += result.duplicates
         summary.grouped += result.grouped
         summary.flagged += result.flagged
-        batch.clear()
 
-    for line, row in read_rows(path):
-        summary.rows += 1
-        try:
-            if "__error__" in row:
-                raise BadRow(line, str(row["__error__"]))
-            batch.append(row_to_post(row, line, platform))
-        except BadRow as bad:
-            summary.bad += 1
-            on_bad_row(bad)
-            continue
-        if len(batch) >= batch_size:
+    async def flush() -> None:
+        nonlocal writing
+        # The next batch is parsed (in a thread) while the previous one is written.
+        rows = await triage.mentions(batch)
+        batch.clear()
+        if writing is not None:
+            await writing
+        writing = asyncio.create_task(write(rows))
+
+    try:
+        for line, row in read_rows(path):
+            summary.rows += 1
+            try:
+                if "__error__" in row:
+                    raise BadRow(line, str(row["__error__"]))
+                batch.append(row_to_post(row, line, platform))
+            except BadRow as bad:
+                summary.bad += 1
+                on_bad_row(bad)
+                continue
+            if len(batch) >= batch_size:
+                await flush()
+        if batch:
             await flush()
-    if batch:
-        await flush()
+    finally:
+        if writing is not None:
+            await writing
     return summary

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing as mp
 import os
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,9 @@ MODEL_VERSION = "tfidf-sgd-1"
 # compared with 3e-5 and 1e-4 (docs/nlu.md). SGD trains in about a second where lbfgs needed ~20 s.
 ALPHA = 1e-5
 EPOCHS = 50
+# parse_many: from this many texts on, parsing leaves the event loop's thread.
+THREAD_BATCH = 64
+POOL_CHUNK_MIN = 64
 
 
 def cache_dir() -> Path:
@@ -168,12 +173,20 @@ class EmbeddedInterpreter:
 
     name = "embedded"
 
-    def __init__(self, data_dir: Path = DATA_DIR, *, preload: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path = DATA_DIR, *, preload: bool = False, workers: int = 0
+    ) -> None:
         self._data_dir = data_dir
         self._model: LinearModel | None = None
         self._info: dict[str, Any] = {}
         self._error: str | None = None
         self._lock = threading.Lock()
+        # Worker processes for big batches (parse_many); 0: parse in this process.
+        self._workers = workers
+        self._pool: ProcessPoolExecutor | None = (
+            ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+            if workers > 0 else None
+        )
         if preload:
             self.load()
 
@@ -210,9 +223,22 @@ class EmbeddedInterpreter:
         return self.parse_sync(text)
 
     async def parse_many(self, texts: list[str]) -> list[Parse]:
+        """A batch (a monitor's page, an import, a spike). Big batches go to the process pool
+        when there is one (parsing is pure-Python CPU work: threads would not help), else to a
+        thread so the event loop keeps answering meanwhile."""
         if self._model is None:
             await asyncio.to_thread(self.load)
-        return [self.parse_sync(t) for t in texts]
+        if len(texts) < THREAD_BATCH:
+            return [self.parse_sync(t) for t in texts]
+        if self._pool is None:
+            return await asyncio.to_thread(lambda: [self.parse_sync(t) for t in texts])
+        loop = asyncio.get_running_loop()
+        size = max(POOL_CHUNK_MIN, -(-len(texts) // (4 * self._workers)))
+        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+        parts = await asyncio.gather(
+            *(loop.run_in_executor(self._pool, _parse_chunk, self._data_dir, c) for c in chunks)
+        )
+        return [parse for part in parts for parse in part]
 
     def health(self) -> dict[str, Any]:
         status = "ok" if self._model is not None or self._error is None else "degraded"
@@ -225,4 +251,17 @@ class EmbeddedInterpreter:
         return out
 
     async def close(self) -> None:
-        return None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
+
+
+# In a pool worker process: its own interpreter, loaded once (from the disk cache) per process.
+_WORKER: dict[Path, EmbeddedInterpreter] = {}
+
+
+def _parse_chunk(data_dir: Path, texts: list[str]) -> list[Parse]:
+    interpreter = _WORKER.get(data_dir)
+    if interpreter is None:
+        interpreter = _WORKER[data_dir] = EmbeddedInterpreter(data_dir, preload=True)
+    return [interpreter.parse_sync(t) for t in texts]
