@@ -25,9 +25,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import catalog
 from bot.channel import Button, Dialogue, Inbound, Reply
@@ -44,6 +46,13 @@ from storage.models import (
 )
 
 log = logging.getLogger("careloop.monitors.direct")
+OUTBOX = cast(Table, OutboxMessage.__table__)
+# Built once (compiled once); run with one parameter set per reply row.
+_ADDRESS = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == bindparam("b_id"), OUTBOX.c.status == outbox.PENDING)
+    .values(payload=bindparam("b_payload"), next_attempt_at=bindparam("b_due"))
+)
 
 DM_PLATFORMS = ("x", "mastodon")
 DM_STREAM = "dms"
@@ -197,9 +206,8 @@ async def handle_one(
         now = clock()
         ticket_id = None
         if inbound is not None:
-            ticket_id = await _ticket_of(session, dm, refs)
-            if refs:
-                await _address_replies(session, refs, dm, now)
+            created = await _address_replies(session, refs, dm, now) if refs else None
+            ticket_id = created or await _ticket_of(session, dm, answered=bool(refs))
         await session.execute(
             update(SocialPost)
             .where(SocialPost.id == dm.id, SocialPost.state == "new")
@@ -213,16 +221,31 @@ async def handle_one(
         )
 
 
-async def _ticket_of(session: Any, dm: PendingDM, refs: list[int]) -> int | None:
-    """The ticket this message created or joined, if any."""
-    if refs:
-        created = (await session.execute(
-            select(OutboxMessage.ticket_id).where(
-                OutboxMessage.id.in_(refs), OutboxMessage.kind == "ticket_created"
-            )
-        )).scalar()
-        if created:
-            return int(created)
+async def _address_replies(
+    session: AsyncSession, refs: list[int], dm: PendingDM, now: datetime
+) -> int | None:
+    """Nobody sends these replies inline (there is no open chat to answer in), so they are due
+    now rather than after the dialogue's grace period, and carry the message they answer, so
+    a Mastodon reply lands in the customer's conversation thread. Returns the ticket whose
+    confirmation is among them (the message created it)."""
+    rows = (await session.execute(
+        select(OUTBOX.c.id, OUTBOX.c.kind, OUTBOX.c.ticket_id, OUTBOX.c.payload, OUTBOX.c.status)
+        .where(OUTBOX.c.id.in_(refs))
+    )).all()
+    created = next((r.ticket_id for r in rows if r.kind == "ticket_created" and r.ticket_id), None)
+    due = [
+        {"b_id": r.id, "b_payload": {**(r.payload or {}), "reply_to": dm.external_id},
+         "b_due": now}
+        for r in rows if r.status == outbox.PENDING
+    ]
+    if due:
+        conn = await session.connection()
+        await conn.execute(_ADDRESS, due)
+    return int(created) if created else None
+
+
+async def _ticket_of(session: AsyncSession, dm: PendingDM, *, answered: bool) -> int | None:
+    """The ticket this message was added to, if any."""
     assert dm.author_id is not None
     key = message_key(dm.author_id, dm.external_id)
     message = (await session.execute(
@@ -234,7 +257,7 @@ async def _ticket_of(session: Any, dm: PendingDM, refs: list[int]) -> int | None
         return None
     if message.ticket_id:
         return int(message.ticket_id)
-    if refs:
+    if answered:
         return None
     # Handled before a crash (the dialogue answered nothing now): the ticket its turn created
     # is the conversation's last ticket, if it was made at or after this message.
@@ -247,23 +270,3 @@ async def _ticket_of(session: Any, dm: PendingDM, refs: list[int]) -> int | None
         )
     )).scalar()
     return int(row) if row else None
-
-
-async def _address_replies(session: Any, refs: list[int], dm: PendingDM, now: Any) -> None:
-    """Nobody sends these replies inline (there is no open chat to answer in), so they are due
-    now rather than after the dialogue's grace period, and carry the message they answer, so
-    a Mastodon reply lands in the customer's conversation thread."""
-    rows = (await session.execute(
-        select(OutboxMessage.id, OutboxMessage.payload).where(
-            OutboxMessage.id.in_(refs), OutboxMessage.status == outbox.PENDING
-        )
-    )).all()
-    for row_id, payload in rows:
-        await session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == row_id, OutboxMessage.status == outbox.PENDING)
-            .values(
-                payload={**(payload or {}), "reply_to": dm.external_id},
-                next_attempt_at=now,
-            )
-        )
