@@ -38,6 +38,7 @@ from pydantic import SecretStr
 from monitors.types import (
     DIRECT,
     MENTIONS,
+    Adapter,
     Author,
     CursorRejected,
     MonitorError,
@@ -472,7 +473,7 @@ class MastodonSettings(Protocol):
     def mastodon_token(self) -> SecretStr | None: ...
 
 
-def make_mastodon_adapter(settings: MastodonSettings) -> MastodonAdapter:
+def make_mastodon_adapter(settings: MastodonSettings) -> Adapter:
     """The adapter for `CARELOOP_MASTODON_BASE_URL` / `CARELOOP_MASTODON_TOKEN`."""
     if not settings.mastodon_base_url or settings.mastodon_token is None:
         raise ValueError("Mastodon needs CARELOOP_MASTODON_BASE_URL and CARELOOP_MASTODON_TOKEN")
