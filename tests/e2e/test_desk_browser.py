@@ -116,7 +116,8 @@ async def seed_history(store: Store) -> None:
     """Four weeks of tickets through the ticket service (so the events, SLA and CSAT are
     what the real flow writes), for a reports page worth looking at."""
     rng = random.Random(6)
-    start = utc_now() - timedelta(days=28)
+    end = utc_now() - timedelta(minutes=30)
+    start = end - timedelta(days=28)
     clock = ManualClock(start)
     rules = TicketRules(sla=SlaPolicy(), clock=clock)
     channels = ["telegram", "webchat", "webchat", "x", "phone", "email", "in_store"]
@@ -124,6 +125,7 @@ async def seed_history(store: Store) -> None:
                   "service_attitude", "website_app", "service_speed"]
     for i in range(70):
         clock.now = start + timedelta(hours=9 * i + rng.uniform(0, 4))
+        priority = rng.choice(["P1", "P2", "P2", "P3", "P3", "P3", "P4"])
         async with store.transaction() as s:
             customer = await find_or_create_customer(
                 s, name=f"Customer {i}", phone=f"+44 20 7946 {i:04d}", email=None,
@@ -132,20 +134,26 @@ async def seed_history(store: Store) -> None:
             ticket = await create_ticket(s, rules, NewTicket(
                 kind="complaint", channel=rng.choice(channels), customer_id=customer.id,
                 description=f"Problem number {i}", category=rng.choice(categories),
-                priority=rng.choice(["P1", "P2", "P2", "P3", "P3", "P3", "P4"]),
+                priority=priority,
             ))
             number = ticket.id
         if rng.random() < 0.15:
             continue  # still new
-        clock.advance(minutes=rng.uniform(10, 300))
+        # Mostly within the default SLA targets (P1: 15 min / 4 h … P4: 24 h / 7 days).
+        target = {"P1": 1.0, "P2": 5.0, "P3": 14.0, "P4": 40.0}[priority]
+        clock.advance(minutes=rng.uniform(0.1, 1.3) * target * 13)
+        if clock.now > end:
+            continue  # nothing happens in the future
         async with store.transaction() as s:
             await move_ticket(s, rules, number, "in_progress", actor="agent:mei")
         if rng.random() < 0.2:
             continue
-        clock.advance(hours=rng.uniform(2, 60))
+        clock.advance(hours=rng.uniform(0.2, 1.2) * target * 3)
+        if clock.now > end:
+            continue
         async with store.transaction() as s:
             await move_ticket(s, rules, number, "resolved", actor="agent:mei")
-        if rng.random() < 0.7:
+        if rng.random() < 0.7 and clock.now < end:
             clock.advance(minutes=30)
             async with store.transaction() as s:
                 score = rng.choice([5, 5, 5, 4, 4, 4, 3, 2, 1])
