@@ -117,6 +117,7 @@ async def run_monitors(
     """The monitors part of `careloop run` (roles all and monitors)."""
     if not (settings.x_enabled or settings.mastodon_enabled):
         log.info("social monitors are off (no X or Mastodon credentials)")
+        await stop.wait()  # a part that returns would stop the whole service
         return
     monitors = build_monitors(settings, store, interpreter, owner, dialogue=dialogue)
     hook = direct_message_hook(store, dialogue)
@@ -127,6 +128,7 @@ async def run_monitors(
             log.exception("direct messages left from before could not be handled yet")
     log.info("social monitors: %s", ", ".join(m.platform for m in monitors))
     await asyncio.gather(*(run_monitor(m, stop) for m in monitors))
+    await stop.wait()
 
 
 class MonitorHealth:
