@@ -205,6 +205,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     if (
         now.timestamp() - data.seen_at > REFRESH_EVERY.total_seconds()
         and COOKIE_NAME not in response.cookies
+        and not response.prepared  # a streamed download has sent its headers already
     ):
         set_session_cookie(response, request, replace(data, seen_at=int(now.timestamp())))
     return response
