@@ -46,8 +46,7 @@ async def _summary(url: str, period: Period) -> dict[str, Any]:
     store = create_store(url)
     try:
         await upgrade(store)
-        async with store.read() as session:
-            return await reports.summary(session, period, utc_now())
+        return await reports.summary_of(store, period, utc_now())
     finally:
         await store.close()
 

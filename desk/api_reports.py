@@ -35,8 +35,7 @@ def period_of(request: web.Request) -> Period:
 
 async def load_summary(request: web.Request, period: Period) -> dict[str, Any]:
     ctx = request.app[CTX]
-    async with ctx.store.read() as session:
-        return await reports.summary(session, period, ctx.rules.clock())
+    return await reports.summary_of(ctx.store, period, ctx.rules.clock())
 
 
 def csv_text(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:

@@ -111,8 +111,7 @@ async def reports_page(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     now = ctx.rules.clock()
     period, error = _period(request, now)
-    async with ctx.store.read() as session:
-        report = await reports.summary(session, period, now)
+    report = await reports.summary_of(ctx.store, period, now)
     t = translator(request_lang(request))
     query = _query(period)
     presets = [

@@ -295,6 +295,8 @@ class SocialPost(Base):
             sqlite_where=sql_text("coalesce(group_id, 0) = 0 AND stream <> 'dms'"),
         ),
         Index("ix_social_posts_posted_at", "posted_at"),
+        # Reports count a period's posts by day, platform and state from the index alone.
+        Index("ix_social_posts_report", "posted_at", "platform", "state"),
         Index("ix_social_posts_group", "group_id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

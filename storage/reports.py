@@ -9,16 +9,18 @@ Monday.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, and_, cast, func, not_, or_, select
+from sqlalchemy import DateTime, and_, func, literal, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from storage.db import Store
 from storage.lifecycle import CHANNELS, DONE_STATUSES, OPEN_STATUSES, PRIORITIES, STATUSES
 from storage.models import SocialPost, Survey, Ticket
 
@@ -115,10 +117,15 @@ def _postgres(session: AsyncSession) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+# date_bin (PostgreSQL 14+) is integer arithmetic on the absolute time: cheaper per row than
+# converting to a UTC wall time and truncating, and independent of the session's time zone.
+_MONDAY = datetime(2000, 1, 3, tzinfo=UTC)
+
+
 def _bucket_of(column: Any, bucket: str, postgres: bool) -> ColumnElement[Any]:
     if postgres:
-        # timestamptz -> UTC wall time, so days do not follow the server's time zone.
-        return cast(func.date_trunc(bucket, func.timezone("UTC", column)), Date)
+        stride = text("interval '7 days'") if bucket == "week" else text("interval '1 day'")
+        return func.date_bin(stride, column, literal(_MONDAY, DateTime(timezone=True)))
     if bucket == "week":
         return func.date(column, "-6 days", "weekday 1")  # the Monday on or before
     return func.date(column)
@@ -126,7 +133,7 @@ def _bucket_of(column: Any, bucket: str, postgres: bool) -> ColumnElement[Any]:
 
 def _as_date(value: Any) -> date:
     if isinstance(value, datetime):
-        return value.date()
+        return value.astimezone(UTC).date() if value.tzinfo else value.date()
     if isinstance(value, date):
         return value
     return date.fromisoformat(str(value)[:10])
@@ -135,7 +142,8 @@ def _as_date(value: Any) -> date:
 def _minutes_between(start: Any, end: Any, postgres: bool) -> ColumnElement[Any]:
     """NULL when `end` is NULL: percentile_cont and our SQLite path both skip those."""
     if postgres:
-        return func.extract("epoch", end - start) / 60.0
+        # date_part is double precision; EXTRACT is numeric since PostgreSQL 14 (slower).
+        return func.date_part("epoch", end - start) / 60.0
     return (func.julianday(end) - func.julianday(start)) * 1440.0
 
 
@@ -179,20 +187,18 @@ def _sla(met: int, breached: int, pending: int) -> dict[str, Any]:
 async def _ticket_counts(
     session: AsyncSession, period: Period, now: datetime
 ) -> dict[str, Any]:
-    """One scan: counts by status x category x channel x priority (at most a few thousand
-    groups), folded into each dimension here."""
-    breached = _breached(now)
-    done = Ticket.status.in_(DONE_STATUSES)
-    query = (
-        select(
-            Ticket.status, Ticket.category, Ticket.channel, Ticket.priority,
-            func.count().label("n"),
-            func.count().filter(breached).label("breached"),
-            func.count().filter(and_(done, not_(breached))).label("met"),
-        )
+    """One scan: counts by status x category x channel x priority x late (at most a few
+    thousand groups), folded into each dimension here. Lateness is worked out once per row."""
+    rows_of_period = (
+        select(Ticket.status, Ticket.category, Ticket.channel, Ticket.priority,
+               _breached(now).label("late"))
         .where(*_ticket_scope(period))
-        .group_by(Ticket.status, Ticket.category, Ticket.channel, Ticket.priority)
+        .subquery()
     )
+    c = rows_of_period.c
+    query = select(
+        c.status, c.category, c.channel, c.priority, c.late, func.count().label("n")
+    ).group_by(c.status, c.category, c.channel, c.priority, c.late)
     by: dict[str, dict[str, int]] = {
         "status": dict.fromkeys(STATUSES, 0),
         "category": {},
@@ -207,8 +213,10 @@ async def _ticket_counts(
                            ("channel", row.channel), ("priority", row.priority)):
             by[dim][value] = by[dim].get(value, 0) + row.n
         counts = sla.setdefault(row.priority, [0, 0, 0])
-        counts[0] += row.met
-        counts[1] += row.breached
+        if row.late:
+            counts[1] += row.n
+        elif row.status in DONE_STATUSES:
+            counts[0] += row.n
         counts[2] += row.n
         total += row.n
         if row.status in DONE_STATUSES:
@@ -449,12 +457,15 @@ async def _mentions(session: AsyncSession, period: Period) -> dict[str, Any]:
     }
 
 
-async def summary(session: AsyncSession, period: Period, now: datetime) -> dict[str, Any]:
-    """Everything the reports show, as JSON-ready data (CONTRACT §7 keys plus extras).
-    `now` decides which open tickets are already overdue."""
-    counts = await _ticket_counts(session, period, now)
-    previous = await _category_counts(session, period.previous)
-    current = counts["tickets"]["by_category"]
+def _assemble(
+    period: Period,
+    counts: dict[str, Any],
+    previous: dict[str, int],
+    csat: dict[str, Any],
+    times: dict[str, Any],
+    mentions: dict[str, Any],
+    volume: dict[str, Any],
+) -> dict[str, Any]:
     return {
         "period": {
             "since": period.since.isoformat(),
@@ -462,14 +473,14 @@ async def summary(session: AsyncSession, period: Period, now: datetime) -> dict[
             "bucket": period.bucket,
         },
         "tickets": counts["tickets"],
-        "csat": await _csat(session, period),
-        **await _times(session, period),
+        "csat": csat,
+        **times,
         "resolution_rate": counts["resolution_rate"],
         "sla": counts["sla"],
         "sla_by_priority": counts["sla_by_priority"],
-        "top_categories": _top_categories(current, previous),
-        "mentions": await _mentions(session, period),
-        "volume": await _volume(session, period),
+        "top_categories": _top_categories(counts["tickets"]["by_category"], previous),
+        "mentions": mentions,
+        "volume": volume,
         "previous": {
             "since": period.previous.since.isoformat(),
             "until": period.previous.until.isoformat(),
@@ -477,6 +488,43 @@ async def summary(session: AsyncSession, period: Period, now: datetime) -> dict[
             "by_category": dict(sorted(previous.items(), key=lambda kv: (-kv[1], kv[0]))),
         },
     }
+
+
+async def summary(session: AsyncSession, period: Period, now: datetime) -> dict[str, Any]:
+    """Everything the reports show, as JSON-ready data (CONTRACT §7 keys plus extras), one
+    query after the other in one session. `now` decides which open tickets are overdue."""
+    return _assemble(
+        period,
+        await _ticket_counts(session, period, now),
+        await _category_counts(session, period.previous),
+        await _csat(session, period),
+        await _times(session, period),
+        await _mentions(session, period),
+        await _volume(session, period),
+    )
+
+
+async def summary_of(store: Store, period: Period, now: datetime) -> dict[str, Any]:
+    """`summary`, but on PostgreSQL its six independent queries run at once, each on a
+    connection of its own: the report takes as long as its slowest query, not their sum.
+    (SQLite has one writer and in-process reads; there it stays one session.)"""
+    if not store.is_postgres:
+        async with store.read() as session:
+            return await summary(session, period, now)
+
+    async def part(query: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+        async with store.read() as session:
+            return await query(session)
+
+    counts, previous, csat, times, mentions, volume = await asyncio.gather(
+        part(lambda s: _ticket_counts(s, period, now)),
+        part(lambda s: _category_counts(s, period.previous)),
+        part(lambda s: _csat(s, period)),
+        part(lambda s: _times(s, period)),
+        part(lambda s: _mentions(s, period)),
+        part(lambda s: _volume(s, period)),
+    )
+    return _assemble(period, counts, previous, csat, times, mentions, volume)
 
 
 # --- tables (CSV exports and the CLI) --------------------------------------------------------
