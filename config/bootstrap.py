@@ -180,7 +180,10 @@ def _parts(
             )
         )
         parts.append(_sla_loop(service, stop))
-    if role in ("all", "monitors"):  # off (one log line) without X or Mastodon credentials
+    if role in ("all", "monitors") and not (s.x_enabled or s.mastodon_enabled):
+        log.info("social monitors are off (no X or Mastodon credentials)")
+    elif role in ("all", "monitors"):
+        # Only a part that runs until stopped goes in: a part that returns stops the service.
         parts.append(run_monitors(
             s, service.store, service.interpreter, service.worker_id, stop,
             dialogue=channels.dialogue,

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot import notifications
@@ -23,14 +24,24 @@ from bot.webchat import WebChat
 from config.settings import Settings
 from desk.app import RouteHook
 from monitors.mastodon_sender import make_mastodon_sender
+from monitors.x import make_x_adapter
+from monitors.x_sender import make_x_sender
 from nlu.types import Interpreter
 from storage.db import Store
 from storage.dispatch import Sender
 from storage.outbox import Delivery
+from storage.social_replies import record_reply_id
 from storage.tickets import TicketRules
 
 log = logging.getLogger("careloop")
 CUSTOMER_CHANNELS = ("telegram", "webchat", "x", "mastodon")
+
+
+def x_reply_recorder(store: Store) -> Callable[[int, str], Awaitable[None]]:
+    async def recorded(post_id: int, external_id: str) -> None:
+        await record_reply_id(store, post_id, external_id)
+
+    return recorded
 
 
 async def webchat_mailbox(delivery: Delivery) -> None:
@@ -46,6 +57,8 @@ class Channels:
     telegram_receives: bool = False
     route_hooks: list[RouteHook] = field(default_factory=list)
     senders: dict[str, Sender] = field(default_factory=dict)
+    # Platform clients the senders hold (the X adapter's HTTP session), closed on stop.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def start(self) -> None:
         if self.telegram is not None:
@@ -56,6 +69,8 @@ class Channels:
             await self.telegram.stop()
         if self.webchat is not None:
             await self.webchat.close()
+        for close in self.closers:
+            await close()
 
 
 def build_channels(
@@ -76,6 +91,11 @@ def build_channels(
         channels.senders["webchat"] = channels.webchat.sender
     if settings.mastodon_enabled and role in ("all", "worker"):
         channels.senders["mastodon"] = make_mastodon_sender(settings, store)
+    if settings.x_enabled and role in ("all", "worker"):
+        # Its own client: writes (DMs, replies) have their own rate-limit windows on X.
+        x_adapter = make_x_adapter(settings)
+        channels.senders["x"] = make_x_sender(x_adapter, on_replied=x_reply_recorder(store))
+        channels.closers.append(x_adapter.close)
     if settings.telegram_token is None:
         if role in ("all", "bot"):
             log.info("Telegram is off (set CARELOOP_TELEGRAM_TOKEN to turn it on)")

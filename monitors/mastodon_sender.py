@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import update
-
 from bot.notifications import render
 from monitors.direct import direct_text
 from monitors.mastodon import (
@@ -36,8 +34,8 @@ from monitors.mastodon import (
 from monitors.types import PUBLIC_REPLY
 from storage.db import Store
 from storage.dispatch import PermanentFailure, RetryAfter, Sender
-from storage.models import SocialPost
 from storage.outbox import Delivery
+from storage.social_replies import record_reply_id
 
 
 def mastodon_sender(api: MastodonApi, store: Store | None = None) -> Sender:
@@ -97,12 +95,7 @@ async def _public_reply(api: MastodonApi, store: Store | None, delivery: Deliver
         raise
     post_id = payload.get("post_id")
     if store is not None and isinstance(post_id, int):
-        async with store.transaction() as session:
-            await session.execute(
-                update(SocialPost)
-                .where(SocialPost.id == post_id)
-                .values(reply_external_id=status_id, version=SocialPost.version + 1)
-            )
+        await record_reply_id(store, post_id, status_id)
 
 
 def make_mastodon_sender(settings: MastodonSettings, store: Store | None = None) -> Sender:

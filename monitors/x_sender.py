@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.notifications import render
+from monitors.direct import direct_text
 from monitors.types import PUBLIC_REPLY, Adapter, MonitorError, Paused, RateLimited
 from monitors.x import Refused
 from storage import dispatch
@@ -36,9 +37,10 @@ def dm_texts(delivery: Delivery) -> list[str]:
     """The direct messages one outbox row becomes. X DMs have no inline buttons: the
     choices are written out, and the customer answers by typing one (CONTRACT §4)."""
     texts: list[str] = []
+    lang = delivery.payload.get("language")
     for reply in render(delivery):
-        labels = [button.label for row in reply.buttons for button in row]
-        text = reply.text + ("\n\n" + " / ".join(labels) if labels else "")
+        # The same typed words the dialogue accepts (yes / skip / 1-5), as on Mastodon.
+        text = direct_text(reply, lang if isinstance(lang, str) else None)
         texts.extend(text[i:i + MAX_DM_CHARS] for i in range(0, len(text), MAX_DM_CHARS))
     return [t for t in texts if t.strip()]
 
