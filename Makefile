@@ -26,6 +26,11 @@ test-deps:
 	  echo "installing Debian's chromium"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || { echo "could not install chromium" >&2; exit 1; }; fi
+	@# Fonts for the desk and chat screenshots (Chinese and emoji); the tests pass without them.
+	@if ! fc-list 2>/dev/null | grep -qi "noto sans cjk"; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    fonts-noto-cjk fonts-noto-color-emoji >/dev/null) \
+	  || echo "fonts-noto-cjk not installed: Chinese text in screenshots shows as boxes"; fi
 	@if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
 	  echo "starting PostgreSQL"; \
 	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start || true; \
