@@ -3,16 +3,22 @@ breached, a filtered list, a second page) through GET /api/tickets, and of one t
 (GET /api/tickets/{number}), over 200,000 seeded tickets on PostgreSQL; prints the query plan of
 the views. Prints figures; never passes or fails.
 
-    .venv/bin/python -m bench.ticket_views [--seed 200000] [--requests 200] [--plans]
+    .venv/bin/python -m bench.ticket_views [--seed 200000] [--requests 200] [--plans] [--compare]
+
+--compare interleaves, request by request, the list statement built afresh for every request
+(as before it was cached per filter shape) with the cached one, so both meet the same load.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl
 
@@ -26,13 +32,13 @@ from bench.databases import scratch_postgres
 from bench.store import analyze
 from desk.app import make_app
 from desk.context import DeskContext
-from storage import views
+from storage import queries, views
 from storage.accounts import issue_token, upsert_agent
 from storage.db import Store, create_store
 from storage.intake import TicketIntake
 from storage.migrate import upgrade
 from storage.models import Customer, Message, Ticket
-from storage.queries import page_keys
+from storage.queries import TicketFilter, page_keys
 from storage.sla import SlaPolicy
 from storage.tickets import TicketRules
 
@@ -107,8 +113,7 @@ async def plans(store: Store, agent_id: int, now: datetime) -> None:
         spec = views.parse_filters(dict(parse_qsl(query)))
         async with store.read() as s:
             f = await views.resolve(s, spec, agent_id=agent_id, now=now, policy=policy)
-            merge = len(f.statuses) > 1 or f.deadline is not None
-            sql = page_keys(f, None, 51, merge=merge).compile(
+            sql = page_keys(f, None, 51).compile(
                 dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
             )
             rows = (await s.execute(
@@ -120,11 +125,44 @@ async def plans(store: Store, agent_id: int, now: datetime) -> None:
                 print("   ", line)
 
 
+@contextmanager
+def rebuilt_per_request(on: bool) -> Iterator[None]:
+    """While on, list_tickets builds its statement afresh each time (the uncached builders),
+    as it did before the statement was cached per shape."""
+    cached = (queries._list_statement, queries._keys_statement)
+    if on:
+        queries._list_statement = cached[0].__wrapped__  # type: ignore[assignment]
+        queries._keys_statement = cached[1].__wrapped__  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        queries._list_statement, queries._keys_statement = cached  # type: ignore[misc]
+
+
+def statement_cost(filters: list[tuple[str, TicketFilter]], rounds: int) -> None:
+    """Python cost of the statement alone, no database: built and keyed for the compiled
+    cache (what a request paid before) against shape + cache lookup (what it pays now)."""
+    for name, f in filters:
+        costs = []
+        queries._list_statement(queries._shape_and_values(f, None, 51)[0])  # warm the cache
+        for build in (True, False):
+            t0 = time.perf_counter()
+            with rebuilt_per_request(build):
+                for _ in range(rounds):
+                    shape, _values = queries._shape_and_values(f, None, 51)
+                    queries._list_statement(shape)._generate_cache_key()
+            costs.append((time.perf_counter() - t0) * 1000 / rounds)
+        print(f"statement {name:20} built per request {costs[0]:6.2f} ms  "
+              f"cached {costs[1]:6.3f} ms")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=200_000)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--plans", action="store_true")
+    ap.add_argument("--compare", action="store_true",
+                    help="also time each list with its statement rebuilt per request")
     args = ap.parse_args()
     async with scratch_postgres() as url:
         store = create_store(url)
@@ -142,6 +180,8 @@ async def main() -> None:
         await seed(store, args.seed, [a.id for a in agents], now)
         await analyze(store)
         print(f"postgres: seeded {args.seed} tickets in {time.perf_counter() - started:.1f}s")
+        # The figures move with what else the machine runs.
+        print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         rules = TicketRules(sla=SlaPolicy())
         intake = TicketIntake(store, rules)
         server = TestServer(make_app(DeskContext(store=store, rules=rules, hasher=hasher,
@@ -156,18 +196,33 @@ async def main() -> None:
                 cases = [(n, f"{base}?limit=50&{q}") for n, q in VIEWS]
                 cases.append(("second page", f"{base}?limit=50&cursor={cursor}"))
                 cases.append(("one ticket (10 messages)", f"{base}/CL-1"))
+                modes = ("rebuilt", "cached") if args.compare else ("cached",)
                 for name, url_ in cases:
-                    samples = []
+                    samples: dict[str, list[float]] = {m: [] for m in modes}
                     for _ in range(args.requests):
-                        t0 = time.perf_counter()
-                        async with http.get(url_) as resp:
-                            body = await resp.json()
-                            assert resp.status == 200, body
-                        samples.append((time.perf_counter() - t0) * 1000)
-                    p50, p95 = _pct(samples)
+                        for mode in modes:
+                            with rebuilt_per_request(mode == "rebuilt"):
+                                t0 = time.perf_counter()
+                                async with http.get(url_) as resp:
+                                    body = await resp.json()
+                                    assert resp.status == 200, body
+                                samples[mode].append((time.perf_counter() - t0) * 1000)
                     count = len(body.get("items", [body]))
-                    print(f"postgres GET {name:26} rows {count:3}  p50 {p50:6.2f} ms  "
-                          f"p95 {p95:6.2f} ms")
+                    for mode in modes:
+                        p50, p95 = _pct(samples[mode])
+                        label = f" [{mode}]" if args.compare else ""
+                        print(f"postgres GET {name:26} rows {count:3}  p50 {p50:6.2f} ms  "
+                              f"p95 {p95:6.2f} ms{label}")
+            if args.compare:
+                filters = []
+                for name, query in VIEWS:
+                    async with store.read() as s:
+                        filters.append((name, await views.resolve(
+                            s, views.parse_filters(dict(parse_qsl(query))),
+                            agent_id=agents[0].id, now=now, policy=rules.sla,
+                        )))
+                statement_cost(filters, 50)
+            print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
             if args.plans:
                 await plans(store, agents[0].id, now)
         finally:
