@@ -196,9 +196,11 @@ async def move_ticket(
     note: str | None = None,
     by_agent: bool = True,
     expected: str | None = None,
+    notify_customer: bool = True,
 ) -> Ticket:
     """`expected`: the status the person saw; if someone moved the ticket meanwhile, Conflict
-    (in words) instead of acting on a ticket they have not seen."""
+    (in words) instead of acting on a ticket they have not seen. `notify_customer=False` when
+    the customer caused the move and the chat has already told them (no second message)."""
     ticket = await load_ticket(session, ticket_id, for_update=True)
     if expected is not None and ticket.status != expected:
         raise await changed_meanwhile(session, ticket, "status", ticket.status)
@@ -233,19 +235,20 @@ async def move_ticket(
         ticket, now, kind, actor, from_value=previous, to_value=target, note=note
     )
     session.add(event)
-    await _notify(
-        session,
-        ticket,
-        event,
-        "status_changed",
-        {
-            "from": previous,
-            "status": target,
-            "resolution_due": ticket.resolution_due.isoformat()
-            if target not in DONE_STATUSES
-            else None,
-        },
-    )
+    if notify_customer:
+        await _notify(
+            session,
+            ticket,
+            event,
+            "status_changed",
+            {
+                "from": previous,
+                "status": target,
+                "resolution_due": ticket.resolution_due.isoformat()
+                if target not in DONE_STATUSES
+                else None,
+            },
+        )
     return ticket
 
 
@@ -469,7 +472,7 @@ async def add_customer_message(
     if ticket.status == "waiting_customer":
         await move_ticket(
             session, rules, ticket.id, "in_progress", actor="customer", by_agent=False,
-            note="the customer answered",
+            note="the customer answered", notify_customer=False,
         )
     await session.flush()
     return message
@@ -502,7 +505,7 @@ async def record_survey(
     if score <= 2 and ticket.status in DONE_STATUSES:
         await move_ticket(
             session, rules, ticket.id, "in_progress", actor="customer", by_agent=False,
-            note=f"low satisfaction score {score}: follow up",
+            note=f"low satisfaction score {score}: follow up", notify_customer=False,
         )
     return survey
 
