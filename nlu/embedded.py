@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from nlu.enrich import clean_for_model, complete_parse
-from nlu.features import FastTfidf, char_ngrams, word_ngrams
+from nlu.enrich import clean_for_model, finish_parse, merge_rankings
+from nlu.features import FastTfidf, char_ngrams, normalise, word_ngrams
 from nlu.training_data import DATA_DIR, TrainingData, load_training_data
-from nlu.types import Parse
+from nlu.types import Parse, Ranked
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ ALPHA = 1e-5
 EPOCHS = 50
 # parse_many: from this many texts on, parsing leaves the event loop's thread.
 THREAD_BATCH = 64
+# parse_batch featurises this many distinct texts at a time: bounds the arrays of a huge batch.
+BATCH_CHUNK = 2048
 POOL_CHUNK_MIN = 64
 
 
@@ -54,7 +57,27 @@ class LinearModel:
     w_word: np.ndarray  # (n_word_features, n_classes)
     bias: np.ndarray  # (n_classes,)
 
+    def probabilities_many(self, texts: Sequence[str]) -> np.ndarray:
+        """(texts, classes) probabilities of texts already `clean_for_model`ed: the whole batch
+        featurised at once and one sparse-by-dense product per feature block. Every row is
+        computed from its own text only, so a text scores the same alone or in any batch."""
+        normalised = [normalise(t) for t in texts]
+        logits = (
+            self.bias
+            + self.char.transform_many(normalised) @ self.w_char
+            + self.word.transform_many(normalised) @ self.w_word
+        )
+        p = 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
+        # Summed class by class (not p.sum(axis=1)): the same additions for any batch size.
+        total = p[:, 0].copy()
+        for k in range(1, p.shape[1]):
+            total += p[:, k]
+        uniform = np.full_like(p, 1.0 / p.shape[1])
+        return np.where((total > 0)[:, None], p / np.where(total > 0, total, 1.0)[:, None], uniform)
+
     def probabilities(self, text: str) -> np.ndarray:
+        """The per-text reference (kept for tests): equal to a row of probabilities_many up to
+        the last bits of floating-point summation order."""
         ci, cv = self.char.transform_one(text)
         wi, wv = self.word.transform_one(text)
         logits = self.bias + cv @ self.w_char[ci] + wv @ self.w_word[wi]
@@ -205,16 +228,40 @@ class EmbeddedInterpreter:
         return self._model
 
     def parse_sync(self, text: str) -> Parse:
+        return self.parse_batch([text])[0]
+
+    def parse_batch(self, texts: Sequence[str]) -> list[Parse]:
+        """Parses in this thread: the classifier for the whole batch at once (one text is a
+        batch of one, so a text parses identically alone or among others), then the rules
+        text by text. A text that occurs twice is parsed once."""
         model = self._model or self.load()
-        ranking: list[tuple[str, float]] = []
-        try:
-            if model is not None:
-                cleaned = clean_for_model(text if isinstance(text, str) else str(text))
-                if cleaned.strip():
-                    ranking = model.ranking(cleaned)
-        except Exception:
-            log.exception("embedded NLU failed on a text; answering out_of_scope")
-        return complete_parse(text if isinstance(text, str) else str(text), ranking)
+        strings = [t if isinstance(t, str) else str(t) for t in texts]
+        distinct = list(dict.fromkeys(strings))
+        parsed: dict[str, Parse] = {}
+        for i in range(0, len(distinct), BATCH_CHUNK):
+            chunk = distinct[i : i + BATCH_CHUNK]
+            parsed.update(zip(chunk, self._parse_distinct(model, chunk), strict=True))
+        return [parsed[t] for t in strings]
+
+    def _parse_distinct(self, model: LinearModel | None, texts: list[str]) -> list[Parse]:
+        cleaned = [clean_for_model(t) for t in texts]
+        merged: list[tuple[list[Ranked], Ranked | None]] = [([], None)] * len(texts)
+        scored = [i for i, c in enumerate(cleaned) if c.strip()]
+        if model is not None and scored:
+            try:
+                rows = merge_rankings(
+                    model.classes, model.probabilities_many([cleaned[i] for i in scored])
+                )
+                for i, row in zip(scored, rows, strict=True):
+                    merged[i] = row
+            except Exception:
+                if len(texts) > 1:  # find the text that fails; the others parse normally
+                    return [p for t in texts for p in self._parse_distinct(model, [t])]
+                log.exception("embedded NLU failed on a text; answering out_of_scope")
+        return [
+            finish_parse(t, c, ranked, category)
+            for t, c, (ranked, category) in zip(texts, cleaned, merged, strict=True)
+        ]
 
     async def parse(self, text: str) -> Parse:
         if self._model is None:
@@ -229,9 +276,9 @@ class EmbeddedInterpreter:
         if self._model is None:
             await asyncio.to_thread(self.load)
         if len(texts) < THREAD_BATCH:
-            return [self.parse_sync(t) for t in texts]
+            return self.parse_batch(texts)
         if self._pool is None:
-            return await asyncio.to_thread(lambda: [self.parse_sync(t) for t in texts])
+            return await asyncio.to_thread(self.parse_batch, texts)
         loop = asyncio.get_running_loop()
         size = max(POOL_CHUNK_MIN, -(-len(texts) // (4 * self._workers)))
         chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
@@ -264,4 +311,4 @@ def _parse_chunk(data_dir: Path, texts: list[str]) -> list[Parse]:
     interpreter = _WORKER.get(data_dir)
     if interpreter is None:
         interpreter = _WORKER[data_dir] = EmbeddedInterpreter(data_dir, preload=True)
-    return [interpreter.parse_sync(t) for t in texts]
+    return interpreter.parse_batch(texts)

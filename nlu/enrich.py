@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
+
+import numpy as np
 
 from nlu.entities import regex_entities, resolve_overlaps
 from nlu.language import detect_language
@@ -34,7 +37,11 @@ _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff
 def clean_for_model(text: str) -> str:
     """What the classifiers see: bounded, NFKC-folded (full-width → ASCII), no invisibles."""
     head = text[:CLASSIFY_LIMIT]
-    head = unicodedata.normalize("NFKC", head).translate(_ZERO_WIDTH)
+    if head.isascii():  # ASCII is its own NFKC form and holds no invisibles
+        if head.isprintable():
+            return head
+    else:
+        head = unicodedata.normalize("NFKC", head).translate(_ZERO_WIDTH)
     if head.isprintable():  # the common case, checked in C
         return head
     # Control characters and lone surrogates (binary junk) become spaces.
@@ -91,7 +98,61 @@ def complete_parse(
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     ranked, category = merge_ranking(intent_ranking)
-    cleaned = clean_for_model(text)
+    return finish_parse(text, clean_for_model(text), ranked, category, model_entities)
+
+
+def merge_rankings(
+    classes: Sequence[str], probabilities: np.ndarray
+) -> list[tuple[list[Ranked], Ranked | None]]:
+    """`merge_ranking` of every row of a (texts, classes) probability matrix, each row ranked
+    best first (ties in class order). When every intent and every complaint category has one
+    class (the embedded model's case) the fold is a few array operations for the batch;
+    otherwise each row goes through merge_ranking."""
+    order = np.argsort(-probabilities, axis=1, kind="stable")
+    splits = [_split(str(name)) for name in classes]
+    intents = [i for i, cat in splits if cat is None]
+    cats = [cat for _, cat in splits if cat is not None]
+    if len(set(intents)) < len(intents) or len(set(cats)) < len(cats) or "complaint" in intents:
+        return [
+            merge_ranking([(classes[k], float(probabilities[r, k])) for k in row])
+            for r, row in enumerate(order.tolist())
+        ]
+    p = np.take_along_axis(probabilities, order, axis=1)
+    conf = np.clip(np.where(np.isfinite(p), p, 0.0), 0.0, 1.0)
+    complaint = np.array([cat is not None for _, cat in splits], dtype=bool)[order]
+    # One class per category: a category's mass is its class's confidence, the complaint entry
+    # the best of them (the first in rank order), the complaint mass their sum in rank order.
+    first = complaint & (np.cumsum(complaint, axis=1) == 1)
+    keep = ~complaint | first
+    mass = np.zeros(len(p))
+    for k in range(p.shape[1]):
+        mass += np.where(complaint[:, k], conf[:, k], 0.0)
+    names = [i if cat is None else cat for i, cat in splits]
+    out: list[tuple[list[Ranked], Ranked | None]] = []
+    for row, c, kept, is_first, total in zip(
+        order.tolist(), conf.tolist(), keep.tolist(), first.tolist(), mass.tolist(), strict=True
+    ):
+        ranked: list[Ranked] = []
+        category: Ranked | None = None
+        for k, value, keeps, lead in zip(row, c, kept, is_first, strict=True):
+            if lead:
+                category = Ranked(names[k], value / total if total > 0 else 0.0)
+                ranked.append(Ranked("complaint", value))
+            elif keeps:
+                ranked.append(Ranked(names[k], value))
+        out.append((ranked[:MAX_RANKING], category))
+    return out
+
+
+def finish_parse(
+    text: str,
+    cleaned: str,
+    ranked: list[Ranked],
+    category: Ranked | None,
+    model_entities: list[Entity] | None = None,
+) -> Parse:
+    """The parse from a merged ranking (`merge_ranking`) and `cleaned = clean_for_model(text)`:
+    the out_of_scope threshold, language, sentiment, urgency and entities."""
     if not ranked or not cleaned.strip():
         ranked = [Ranked("out_of_scope", 1.0)]
     top = ranked[0]
@@ -111,9 +172,12 @@ def complete_parse(
     # contacts, so model entities of those types only compete with them (longest wins: a learned
     # tagger may clip "123-45" out of "123-4567"); other types (product, store, ...) go first.
     valid = [e for e in (model_entities or []) if 0 <= e.start < e.end <= len(text)]
-    preferred = [e for e in valid if e.entity not in _RULE_TYPES]
-    competing = [e for e in valid if e.entity in _RULE_TYPES]
-    entities = resolve_overlaps(regex_entities(text) + competing, prefer=preferred)
+    if valid:
+        preferred = [e for e in valid if e.entity not in _RULE_TYPES]
+        competing = [e for e in valid if e.entity in _RULE_TYPES]
+        entities = resolve_overlaps(regex_entities(text) + competing, prefer=preferred)
+    else:  # the rule entities are already resolved: resolving them again changes nothing
+        entities = regex_entities(text)
     return Parse(
         text=text,
         language=language,

@@ -7,6 +7,8 @@ decides, not a per-word vote. No model: this runs on every message and must cost
 
 from __future__ import annotations
 
+import re
+
 # Ideographs plus the CJK punctuation and full-width forms Chinese writers use.
 _CJK_RANGES: tuple[tuple[int, int], ...] = (
     (0x4E00, 0x9FFF),  # CJK Unified Ideographs
@@ -21,6 +23,10 @@ _CJK_WEIGHT = 3.0
 _SAMPLE = 2000  # enough to decide; bounds the cost on a 100,000-character paste
 
 
+_CJK = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _CJK_RANGES) + "]")
+_LATIN = re.compile("[A-Za-z]")
+
+
 def is_cjk(ch: str) -> bool:
     cp = ord(ch)
     return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
@@ -28,14 +34,12 @@ def is_cjk(ch: str) -> bool:
 
 def cjk_share(text: str) -> float:
     """Weighted share of CJK ideographs among letters (0.0 when there are no letters)."""
-    cjk = 0
-    latin = 0
-    for ch in text[:_SAMPLE]:
-        if ch.isascii():
-            if ch.isalpha():
-                latin += 1
-        elif is_cjk(ch):
-            cjk += 1
+    sample = text[:_SAMPLE]
+    # Counted by the regex engine (what is_cjk and ASCII isalpha decide, character by character).
+    cjk = len(_CJK.findall(sample))
+    if cjk == 0:
+        return 0.0
+    latin = len(_LATIN.findall(sample))
     if cjk == 0:
         return 0.0
     weighted = cjk * _CJK_WEIGHT
@@ -45,6 +49,6 @@ def cjk_share(text: str) -> float:
 def detect_language(text: str, default: str = "en") -> str:
     """'zh' when Chinese dominates, 'en' otherwise; `default` for text without letters."""
     sample = text[:_SAMPLE]
-    if not any(ch.isalpha() for ch in sample):
+    if not any(map(str.isalpha, sample)):
         return default
     return "zh" if cjk_share(sample) >= 0.4 else "en"

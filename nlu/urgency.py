@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from nlu.caseless import ascii_lowered, without_ignorecase
+
 _WB = r"(?<![A-Za-z])"  # left word boundary that also works next to Chinese characters
 
 # P1: health and safety. English stems are matched at a word start ("injur" -> injured, injury).
@@ -79,8 +81,21 @@ _CALM_INTENTS = frozenset({"praise", "greet", "goodbye", "affirm", "deny"})
 _SCAN = 5000
 
 
+# The same rules without IGNORECASE, for text whose only cased letters are ASCII (lowered):
+# several times faster (nlu/caseless.py says why and when it is the same).
+_FAST = {p: without_ignorecase(p) for p in (_P1, _P2_MONEY, _P2_REPEAT)}
+
+
+def _finds(pattern: re.Pattern[str], scan: str, lowered: str | None) -> bool:
+    fast = _FAST.get(pattern)
+    if lowered is not None and fast is not None:
+        return fast.search(lowered) is not None
+    return pattern.search(scan) is not None
+
+
 def is_safety_or_legal(text: str) -> bool:
-    return _P1.search(text[:_SCAN]) is not None
+    scan = text[:_SCAN]
+    return _finds(_P1, scan, ascii_lowered(scan))
 
 
 def urgency(text: str, intent: str, category: str | None = None) -> str:
@@ -88,11 +103,15 @@ def urgency(text: str, intent: str, category: str | None = None) -> str:
     scan = text[:_SCAN]
     if category == "product_safety":
         return "P1"
-    if intent not in _CALM_INTENTS and _P1.search(scan):
+    calm = intent in _CALM_INTENTS
+    if calm:  # none of the rules below applies
+        return "P4"
+    lowered = ascii_lowered(scan)
+    if not calm and _finds(_P1, scan, lowered):
         return "P1"
-    if intent not in _CALM_INTENTS and intent != "suggestion" and _P2_MONEY.search(scan):
+    if not calm and intent != "suggestion" and _finds(_P2_MONEY, scan, lowered):
         return "P2"
-    if intent in ("complaint", "request_human") and _P2_REPEAT.search(scan):
+    if intent in ("complaint", "request_human") and _finds(_P2_REPEAT, scan, lowered):
         return "P2"
     if intent == "complaint":
         return "P3"
