@@ -35,7 +35,8 @@ from storage.tickets import MAX_TEXT, TicketRules
 log = logging.getLogger("careloop.bot.dialogue")
 
 # Two concurrent first messages of a new customer both try to create them; the loser's
-# transaction fails on a unique constraint and simply runs again.
+# transaction fails on a unique constraint and simply runs again. So does an event whose
+# ticket changed status between the read and the write (conversations.TicketChanged).
 ATTEMPTS = 3
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _WORD = re.compile(r"[A-Za-z]{2,}")
@@ -66,7 +67,7 @@ def make_dialogue(
             try:
                 async with slots:
                     return await _handle(store, rules, chat, now_of, inbound, text, parse)
-            except IntegrityError:
+            except (IntegrityError, conversations.TicketChanged):
                 if attempt == ATTEMPTS:
                     raise
                 log.info("conversation write raced (attempt %d); retrying", attempt)

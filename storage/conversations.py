@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, exists, func, insert, select, update
+from sqlalchemy import (
+    Table,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal_column,
+    null,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -234,25 +245,97 @@ _MESSAGE_COLUMNS = (
 )
 
 
-def _writes_statement(with_message: bool) -> Any:
-    """PostgreSQL: the conversation UPDATE and the inbound message as one statement
-    (data-modifying CTEs), returning the number of conversation rows updated (the version
-    check). Built once per shape at import, so its compiled form is cached. (The reply rows
+TICKETS = cast(Table, Ticket.__table__)
+EVENTS = cast(Table, TicketEvent.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class OnTicket:
+    """The customer wrote about their open ticket (`tickets.add_customer_message` in one
+    statement): the message goes on the ticket, with a `customer_message` event, and the
+    ticket is touched — provided its status is still `status` as loaded. A ticket waiting for
+    the customer moves to in progress, which is the ORM path's job, so it never comes here."""
+
+    ticket_id: int
+    status: str
+    text: str
+    note: str
+    external_id: str | None
+
+
+class TicketChanged(Exception):
+    """The ticket's status changed between the conversation's read and the write: the
+    transaction is rolled back and the dialogue runs the event again on fresh values."""
+
+
+def _writes_statement(with_message: bool, on_ticket: bool) -> Any:
+    """PostgreSQL: the conversation UPDATE and the inbound message (on the conversation, or on
+    its ticket with the ticket's event and touch) as one statement of data-modifying CTEs,
+    returning how many conversation rows were updated (the version check) and how many
+    tickets. Built once per shape at import, so its compiled form is cached. (The reply rows
     stay a separate INSERT … RETURNING: a multi-row VALUES is not cacheable in SQLAlchemy, and
     one CTE per reply would not keep the ids in the order things were said.)"""
     conv = CONVERSATIONS
-    saved = _SAVE.returning(conv.c.id).cte("saved")
+    # Every bound name here is prefixed (c_, t_, m_, e_): SQLAlchemy adds a SET for any
+    # parameter named like a column of an UPDATE, CTEs included (tickets.language!).
+    saved = (
+        update(conv)
+        .where(conv.c.id == bindparam("b_id"), conv.c.version == bindparam("b_version"))
+        .values(
+            step=bindparam("c_step"), state=bindparam("c_state"),
+            language=bindparam("c_language"), ticket_id=bindparam("c_ticket_id"),
+            updated_at=bindparam("c_updated_at"), version=bindparam("c_new_version"),
+        )
+        .returning(conv.c.id)
+        .cte("saved")
+    )
     ctes = [saved]
-    if with_message:
+    touched_count: Any = literal_column("0")
+    if on_ticket:
+        touched = (
+            update(TICKETS)
+            .where(TICKETS.c.id == bindparam("t_id"), TICKETS.c.status == bindparam("t_status"))
+            .values(updated_at=bindparam("t_updated_at"),
+                    version=TICKETS.c.version + literal_column("1"))
+            .returning(TICKETS.c.id, TICKETS.c.channel)
+            .cte("touched")
+        )
+        on_ticket_message = insert(MESSAGES).from_select(
+            list(_MESSAGE_COLUMNS),
+            select(
+                bindparam("m_conversation_id", type_=MESSAGES.c.conversation_id.type),
+                touched.c.id, literal_column("'in'"), literal_column("'customer'"), null(),
+                bindparam("m_text", type_=MESSAGES.c.text.type), true(), touched.c.channel,
+                bindparam("m_external_id", type_=MESSAGES.c.external_id.type),
+                bindparam("m_at", type_=MESSAGES.c.created_at.type),
+            ),
+        )
+        event = insert(EVENTS).from_select(
+            ["ticket_id", "at", "type", "actor", "note"],
+            select(
+                touched.c.id, bindparam("m_at", type_=EVENTS.c.at.type),
+                literal_column("'customer_message'"), literal_column("'customer'"),
+                bindparam("e_note", type_=EVENTS.c.note.type),
+            ),
+        )
+        ctes += [touched, on_ticket_message.cte("inbound"), event.cte("event")]
+        touched_count = select(func.count()).select_from(touched).scalar_subquery()
+    elif with_message:
         ctes.append(
             insert(MESSAGES)
             .values({c: bindparam(f"m_{c}") for c in _MESSAGE_COLUMNS})
             .cte("inbound")
         )
-    return select(select(func.count()).select_from(saved).scalar_subquery()).add_cte(*ctes)
+    return select(
+        select(func.count()).select_from(saved).scalar_subquery(), touched_count
+    ).add_cte(*ctes)
 
 
-_WRITES = {with_message: _writes_statement(with_message) for with_message in (False, True)}
+_WRITES = {
+    (with_message, on_ticket): _writes_statement(with_message, on_ticket)
+    for with_message in (False, True) for on_ticket in (False, True)
+    if not (with_message and on_ticket)
+}
 
 
 async def write_turn_pg(
@@ -261,24 +344,36 @@ async def write_turn_pg(
     *,
     inbound: dict[str, Any] | None,
     now: datetime,
+    on_ticket: OnTicket | None = None,
 ) -> None:
-    """`insert_inbound` + `save_conversation` in one round trip on PostgreSQL."""
+    """`insert_inbound` (or `add_customer_message` on an open ticket) + `save_conversation` in
+    one round trip on PostgreSQL."""
     params: dict[str, Any] = {
         "b_id": conversation.id, "b_version": conversation.version,
-        "step": conversation.step, "state": conversation.state,
-        "language": conversation.language, "ticket_id": conversation.ticket_id,
-        "updated_at": now, "new_version": conversation.version + 1,
+        "c_step": conversation.step, "c_state": conversation.state,
+        "c_language": conversation.language, "c_ticket_id": conversation.ticket_id,
+        "c_updated_at": now, "c_new_version": conversation.version + 1,
     }
+    if on_ticket is not None:
+        assert inbound is None
+        params |= {
+            "t_id": on_ticket.ticket_id, "t_status": on_ticket.status, "t_updated_at": now,
+            "m_conversation_id": conversation.id, "m_text": on_ticket.text,
+            "m_external_id": on_ticket.external_id, "e_note": on_ticket.note, "m_at": now,
+        }
     if inbound is not None:
         for c in _MESSAGE_COLUMNS:
             params[f"m_{c}"] = inbound[c]
     conn = await session.connection()
-    matched = (await conn.execute(_WRITES[inbound is not None], params)).scalar()
+    row = (await conn.execute(_WRITES[(inbound is not None, on_ticket is not None)], params)).one()
+    matched, touched = row
     if matched != 1:
         raise StaleDataError(
             f"UPDATE statement on table 'conversations' expected to update 1 row(s); "
             f"{matched} were matched."
         )
+    if on_ticket is not None and touched != 1:
+        raise TicketChanged(f"ticket {on_ticket.ticket_id} is no longer {on_ticket.status}")
     conversation.version += 1
 
 

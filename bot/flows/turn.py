@@ -108,6 +108,8 @@ class Turn:
     message: Message | None = None  # the stored inbound event, once written
     attachments_to_ticket: int | None = None
     postgres: bool = False  # the store's writes go out as one statement
+    # The customer wrote about their open ticket and `finish` writes it in its one statement.
+    on_open_ticket: conversations.OnTicket | None = None
     _reply_key: str = ""
 
     def __post_init__(self) -> None:
@@ -165,6 +167,18 @@ class Turn:
     async def on_ticket(self, ticket_id: int) -> None:
         """This event is the customer writing about a ticket: it goes on the ticket (which
         wakes a ticket waiting for them) and is the stored inbound event at the same time."""
+        loaded_id, status = self.conversation.loaded_ticket
+        if (self.postgres and not self.inbound.attachments and self.on_open_ticket is None
+                and loaded_id == ticket_id and status is not None
+                and status != "waiting_customer"):
+            # The common case, a plain message on an open ticket whose status came with the
+            # conversation: no ORM load and flush, it joins the turn's one write statement.
+            text = self.stored_text()[:tickets.MAX_TEXT]
+            self.on_open_ticket = conversations.OnTicket(
+                ticket_id=ticket_id, status=status, text=text, note=text[:500],
+                external_id=self.external_id,
+            )
+            return
         self.message = await tickets.add_customer_message(
             self.session, self.rules, ticket_id, self.stored_text(), external_id=self.external_id
         )
@@ -186,7 +200,9 @@ class Turn:
         """Writes the inbound event (if no flow put it on a ticket), its files, the replies and
         the state."""
         inbound = None
-        if self.message is None and not self.inbound.attachments:
+        if self.on_open_ticket is not None:
+            pass  # written with the state below
+        elif self.message is None and not self.inbound.attachments:
             inbound = conversations.inbound_values(
                 self.conversation.id, channel=self.inbound.channel,
                 external_id=self.external_id, text=self.stored_text(), now=self.now,
@@ -220,7 +236,8 @@ class Turn:
         if self.postgres:
             # The message and the state in one round trip.
             await conversations.write_turn_pg(
-                self.session, self.conversation, inbound=inbound, now=self.now
+                self.session, self.conversation, inbound=inbound, now=self.now,
+                on_ticket=self.on_open_ticket,
             )
             return
         if inbound is not None:
