@@ -295,8 +295,9 @@ class SocialPost(Base):
             sqlite_where=sql_text("coalesce(group_id, 0) = 0 AND stream <> 'dms'"),
         ),
         Index("ix_social_posts_posted_at", "posted_at"),
-        # Reports count a period's posts by day, platform and state from the index alone.
-        Index("ix_social_posts_report", "posted_at", "platform", "state"),
+        # Reports count a period's posts per (platform, state) and day by index-only range
+        # counts (storage/reports.py).
+        Index("ix_social_posts_report_counts", "platform", "state", "posted_at"),
         Index("ix_social_posts_group", "group_id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
