@@ -8,18 +8,20 @@ version the agent saw: a mention someone else changed meanwhile is refused, not 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
+from markupsafe import Markup
 
 from desk.api_mentions import PLATFORMS, parse_time
 from desk.context import CTX
 from desk.drafts import draft_reply
 from desk.errors import ApiError
-from desk.pages import page_agent, redirect, render, safe_next
+from desk.pages import page_agent, redirect, render, request_lang, safe_next, translator
 from desk.schemas import Category
-from desk.serialize import mention_json
 from storage import accounts, review
 from storage.errors import Invalid, StoreError
 from storage.lifecycle import PRIORITIES, format_number
@@ -63,6 +65,69 @@ ERRORS: dict[str, tuple[str, str]] = {
 }
 ACTION_DONE = {"ticket": "ticketed", "reply": "replied", "dismiss": "dismissed",
                "assign": "assigned"}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    """One row of the page: the social_posts row and what the page works out for it once.
+    (Attributes, not a dict: Jinja tries attribute access first, and a miss on a dict costs an
+    exception per lookup, thousands of them on a 50-row page.)"""
+
+    post: Any
+    assignee: str | None
+    ticket: str | None
+    state_word: str
+    posted: str  # "YYYY-MM-DD HH:MM" (UTC)
+    posted_iso: str
+    draft: str
+    reply_limit: int | None
+    ticket_allowed: bool
+    dismiss_allowed: bool
+    reply_allowed: bool
+    agent_options: Markup
+
+
+def agent_options(choices: Sequence[tuple[str, str]]) -> Callable[[str | None], Markup]:
+    """The <option>s of an assign select (after "Nobody"), escaped once per page, with the
+    row's assignee selected. Rendering 20 agents in each of 50 rows through the template was
+    most of the page's time; a page has at most one variant per agent, made on first use."""
+    plain = [Markup('<option value="{}">{}</option>').format(name, label)
+             for name, label in choices]
+    made: dict[str | None, Markup] = {}
+
+    def for_assignee(assignee: str | None) -> Markup:
+        found = made.get(assignee)
+        if found is None:
+            found = made[assignee] = Markup("").join(
+                Markup('<option value="{}" selected>{}</option>').format(name, label)
+                if name == assignee else option
+                for (name, label), option in zip(choices, plain, strict=True)
+            )
+        return found
+
+    return for_assignee
+
+
+def _item(row: review.MentionRow, options: Callable[[str | None], Markup],
+          state_words: dict[str, str]) -> QueueItem:
+    post = row.post
+    posted = post.posted_at.isoformat() if post.posted_at else ""
+    return QueueItem(
+        post=post,
+        assignee=row.assignee,
+        ticket=format_number(post.ticket_id) if post.ticket_id is not None else None,
+        state_word=state_words.get(post.state, post.state),
+        posted=posted[:16].replace("T", " "),
+        posted_iso=posted,
+        draft=draft_reply(post),
+        reply_limit=review.REPLY_LIMITS.get(post.platform),
+        ticket_allowed=post.state in review.MOVES["ticketed"],
+        dismiss_allowed=post.state in review.MOVES["dismissed"],
+        reply_allowed=post.reply_text is None
+        and post.state in review.MOVES["replied"]
+        and post.platform in review.REPLY_LIMITS,
+        agent_options=options(row.assignee),
+    )
 
 
 def _values(request: web.Request, name: str, allowed: tuple[str, ...]) -> list[str]:
@@ -132,18 +197,10 @@ async def queue_page(request: web.Request) -> web.Response:
             session, f, limit=PAGE_SIZE, cursor=cursor
         )
         agents = [a for a in await accounts.list_agents(session) if a.active]
-    items = [
-        mention_json(r.post, r.assignee) | {
-            "draft": draft_reply(r.post),
-            "reply_limit": review.REPLY_LIMITS.get(r.post.platform),
-            "ticket_allowed": r.post.state in review.MOVES["ticketed"],
-            "dismiss_allowed": r.post.state in review.MOVES["dismissed"],
-            "reply_allowed": r.post.reply_text is None
-            and r.post.state in review.MOVES["replied"]
-            and r.post.platform in review.REPLY_LIMITS,
-        }
-        for r in rows
-    ]
+    options = agent_options([(a.username, a.display_name or a.username) for a in agents])
+    t = translator(request_lang(request))
+    state_words = {s: t(en, zh) for s, (en, zh) in STATE_WORDS.items()}
+    items = [_item(r, options, state_words) for r in rows]
     kept = {k: v for k, v in chosen.items() if v}
     return await render(
         request,
@@ -151,7 +208,7 @@ async def queue_page(request: web.Request) -> web.Response:
         {
             "items": items,
             "chosen": chosen,
-            "agents": agents,
+            "agent_options": options(None),
             "states": review.QUEUE_ORDER,
             "state_words": STATE_WORDS,
             "platforms": PLATFORMS,
