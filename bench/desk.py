@@ -6,31 +6,44 @@ Prints figures; never passes or fails. Targets: pages and lists p95 <= 50 ms, re
 year <= 500 ms.
 
     .venv/bin/python -m bench.desk [--posts 1000000] [--tickets 200000] [--requests 40]
+    .venv/bin/python -m bench.desk --reports [--rounds 7]   # the reports only, before/after
+    .venv/bin/python -m bench.desk --database URL ...       # an already seeded database, kept
+
+`--reports` times each query of the year's report alone, the way it ran before (commit 9ccf916:
+default session settings, mentions by one GROUP BY over a (posted_at, platform, state) index,
+created here for the comparison) and as it runs now, interleaved in the same run so both see the
+same machine load; then the whole report both ways, then the report endpoints.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import re
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from aiohttp import ClientSession, CookieJar
 from aiohttp.test_utils import TestServer
 from argon2 import PasswordHasher
-from sqlalchemy import text
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bench.databases import scratch_postgres
 from desk.app import make_app
 from desk.context import DeskContext
+from storage import reports
 from storage.accounts import issue_token, upsert_agent
 from storage.clock import utc_now
 from storage.db import Store, create_store
 from storage.intake import TicketIntake
 from storage.migrate import upgrade
+from storage.models import SocialPost
 from storage.sla import SlaPolicy
 from storage.tickets import TicketRules
 
@@ -191,7 +204,113 @@ async def _login(session: ClientSession, base: str) -> None:
         raise RuntimeError(f"login failed: {resp.status}")
 
 
-async def measure(store: Store, requests: int, tickets: int, now: datetime) -> None:
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# --- the report, before and after ----------------------------------------------------------
+
+# The index the mentions GROUP BY read before migration 0007 (same columns, bench-only name).
+BEFORE_INDEX = "bench_ix_social_posts_report_before"
+Part = Callable[[AsyncSession, reports.Period, datetime], Awaitable[Any]]
+
+
+async def _mentions_grouped(session: AsyncSession, period: reports.Period, _now: datetime) -> Any:
+    """The mentions query before: one GROUP BY date_bin(posted_at), platform, state."""
+    bucket = reports._bucket_of(SocialPost.posted_at, period.bucket, True).label("b")
+    return (await session.execute(
+        select(bucket, SocialPost.platform, SocialPost.state, func.count())
+        .where(reports._in(period, SocialPost.posted_at))
+        .group_by(bucket, SocialPost.platform, SocialPost.state)
+    )).all()
+
+
+# (name, before, after): the same statement both ways except mentions; "after" also runs with
+# the report's session settings (no JIT, work_mem for the percentile sorts).
+REPORT_PARTS: list[tuple[str, Part, Part]] = [
+    ("ticket counts (status x category x ...)",
+     lambda s, p, now: reports._ticket_counts(s, p, now),
+     lambda s, p, now: reports._ticket_counts(s, p, now)),
+    ("categories of the previous period",
+     lambda s, p, now: reports._category_counts(s, p.previous),
+     lambda s, p, now: reports._category_counts(s, p.previous)),
+    ("csat", lambda s, p, now: reports._csat(s, p), lambda s, p, now: reports._csat(s, p)),
+    ("first response + resolution percentiles",
+     lambda s, p, now: reports._times(s, p), lambda s, p, now: reports._times(s, p)),
+    ("mentions by bucket x platform x state", _mentions_grouped,
+     lambda s, p, now: reports._mention_counts(s, p)),
+    ("ticket volume by bucket x channel x category",
+     lambda s, p, now: reports._volume(s, p), lambda s, p, now: reports._volume(s, p)),
+]
+
+
+async def _run_part(store: Store, part: Part, period: reports.Period, now: datetime,
+                    tuned: bool) -> float:
+    started = time.perf_counter()
+    async with store.read() as session:
+        if tuned:
+            await reports._tune(session)
+        await part(session, period, now)
+    return (time.perf_counter() - started) * 1000
+
+
+async def _whole_before(store: Store, period: reports.Period, now: datetime) -> float:
+    """The six queries at once on their own connections, as summary_of ran them before."""
+    started = time.perf_counter()
+    await asyncio.gather(*(_run_part(store, before, period, now, tuned=False)
+                           for _, before, _ in REPORT_PARTS))
+    return (time.perf_counter() - started) * 1000
+
+
+async def _whole_after(store: Store, period: reports.Period, now: datetime) -> float:
+    started = time.perf_counter()
+    await reports.summary_of(store, period, now)
+    return (time.perf_counter() - started) * 1000
+
+
+async def compare_reports(store: Store, now: datetime, rounds: int) -> None:
+    """Each query of the year's report, then the whole report, before and after, interleaved
+    (the order alternates every round) so that both see the same load."""
+    async with store.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(f"CREATE INDEX IF NOT EXISTS {BEFORE_INDEX} "
+                                "ON social_posts (posted_at, platform, state)"))
+        await conn.execute(text("VACUUM ANALYZE social_posts"))
+    try:
+        for days in (365, 30):
+            period = reports.last_days(days, now)
+            print(f"\nreport of {days} days, each query alone, median of {rounds} ({_load()})")
+            print(f"{'query':<48} {'before ms':>10} {'after ms':>10}")
+            cases: list[tuple[str, Part | None, Part | None]] = [
+                *REPORT_PARTS, ("whole report (queries at once)", None, None)]
+            for name, before, after_part in cases:
+                samples: dict[bool, list[float]] = {False: [], True: []}
+
+                async def run(after: bool, before: Part | None = before,
+                              after_part: Part | None = after_part,
+                              period: reports.Period = period) -> float:
+                    if before is None or after_part is None:
+                        whole = _whole_after if after else _whole_before
+                        return await whole(store, period, now)
+                    return await _run_part(store, after_part if after else before, period,
+                                           now, tuned=after)
+
+                for after in (False, True):  # warm-up: plans, caches
+                    await run(after)
+                for i in range(rounds):
+                    for after in ((False, True) if i % 2 == 0 else (True, False)):
+                        samples[after].append(await run(after))
+                print(f"{name:<48} {statistics.median(samples[False]):10.1f} "
+                      f"{statistics.median(samples[True]):10.1f}", flush=True)
+            print(_load())
+    finally:
+        async with store.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f"DROP INDEX IF EXISTS {BEFORE_INDEX}"))
+
+
+async def measure(store: Store, requests: int, tickets: int, now: datetime,
+                  only_reports: bool = False) -> None:
     hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     rules = TicketRules(sla=SlaPolicy(), clock=lambda: now)
     async with store.transaction() as s:
@@ -225,11 +344,13 @@ async def measure(store: Store, requests: int, tickets: int, now: datetime) -> N
         ("report page /reports (30 days)", "/reports", True, False),
         ("report page /reports (365 days)", f"/reports?{year}", True, False),
     ]
+    if only_reports:
+        cases = [case for case in cases if case[2]]
     # unsafe=True: the server is on 127.0.0.1, and a default jar drops cookies from IP hosts.
     async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as pages, \
             ClientSession(headers=api) as client:
         await _login(pages, base)
-        print(f"\n{'endpoint':<48} {'p50 ms':>8} {'p95 ms':>8}  target")
+        print(f"\n{'endpoint':<48} {'p50 ms':>8} {'p95 ms':>8}  target   ({_load()})")
         for name, path, report, with_token in cases:
             session = client if with_token else pages
             count = max(5, requests // 4) if report else requests
@@ -258,8 +379,29 @@ async def measure(store: Store, requests: int, tickets: int, now: datetime) -> N
             verdict = "ok" if p95 <= target else "OVER"
             print(f"{name:<48} {statistics.median(samples):8.1f} {p95:8.1f}  "
                   f"<= {target} {verdict}", flush=True)
+    print(_load())
     await server.close()
     await intake.close()
+
+
+async def run(url: str, args: argparse.Namespace, seeded: bool) -> None:
+    store = create_store(url)
+    try:
+        await upgrade(store)
+        if seeded:
+            async with store.read() as s:
+                now = (await s.execute(text("SELECT max(created_at) FROM tickets"))).scalar_one()
+        else:
+            now = utc_now()
+            print(f"seeding {args.posts:,} posts and {args.tickets:,} tickets over a year")
+            started = time.perf_counter()
+            await seed(store, args.posts, args.tickets, now)
+            print(f"seeded in {time.perf_counter() - started:.0f} s")
+        if args.reports:
+            await compare_reports(store, now, args.rounds)
+        await measure(store, args.requests, args.tickets, now, only_reports=args.reports)
+    finally:
+        await store.close()
 
 
 async def main() -> None:
@@ -267,19 +409,17 @@ async def main() -> None:
     parser.add_argument("--posts", type=int, default=1_000_000)
     parser.add_argument("--tickets", type=int, default=200_000)
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--reports", action="store_true",
+                        help="only the reports: each query before/after, then the endpoints")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="--reports: runs of each query, both ways")
+    parser.add_argument("--database", help="an already seeded database (not dropped)")
     args = parser.parse_args()
-    now = utc_now()
+    if args.database:
+        await run(args.database, args, seeded=True)
+        return
     async with scratch_postgres() as url:
-        store = create_store(url)
-        try:
-            await upgrade(store)
-            print(f"seeding {args.posts:,} posts and {args.tickets:,} tickets over a year")
-            started = time.perf_counter()
-            await seed(store, args.posts, args.tickets, now)
-            print(f"seeded in {time.perf_counter() - started:.0f} s")
-            await measure(store, args.requests, args.tickets, now)
-        finally:
-            await store.close()
+        await run(url, args, seeded=False)
 
 
 if __name__ == "__main__":
