@@ -266,13 +266,24 @@ class TelegramChannel:
         if len(body) > MAX_UPDATE_BYTES:
             return web.Response(status=413, text="too large")
         try:
-            update = Update.de_json(json.loads(body), self.app.bot)
-        except (ValueError, TypeError, KeyError):
+            data = json.loads(body)
+        except ValueError:
             return web.Response(status=400, text="not an update")
-        if update is None:
-            return web.Response(status=400, text="not an update")
+        plain = conv.plain_text_inbound(data)
+        if plain is not None:
+            # Most updates: skip building PTB's objects and running its handler chain.
+            uid, inbound = plain
+            handle = self._text_handler(uid, inbound)
+        else:
+            try:
+                update = Update.de_json(data, self.app.bot)
+            except (ValueError, TypeError, KeyError):
+                return web.Response(status=400, text="not an update")
+            if update is None:
+                return web.Response(status=400, text="not an update")
+            uid, handle = update.update_id, self._update_handler(update)
         try:
-            await self._handle_once(update)
+            await self._handle_once(uid, handle)
         except Exception:
             # Not handled: a 5xx makes Telegram deliver it again later.
             return web.Response(status=500, text="try again")
@@ -284,21 +295,30 @@ class TelegramChannel:
         pause = 0.5
         while True:
             try:
-                await self._handle_once(update)
+                await self._handle_once(update.update_id, self._update_handler(update))
                 return
             except Exception:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 30.0)
 
-    async def _handle_once(self, update: Update) -> None:
+    def _update_handler(self, update: Update) -> Callable[[], Coroutine[Any, Any, None]]:
+        return lambda: self.handle(update)
+
+    def _text_handler(
+        self, uid: int, inbound: Inbound
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
+        return lambda: self._converse(uid, inbound)
+
+    async def _handle_once(
+        self, uid: int, handle: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
         """Handle each update_id once per process; a duplicate arriving while the first is in
         flight waits for it (and shares its outcome)."""
-        uid = update.update_id
         if uid in self._seen:
             return
         running = self._in_flight.get(uid)
         if running is None:
-            running = asyncio.create_task(self.handle(update))
+            running = asyncio.create_task(handle())
             self._in_flight[uid] = running
             running.add_done_callback(lambda _t: self._in_flight.pop(uid, None))
         try:
@@ -363,7 +383,7 @@ class TelegramChannel:
     async def _on_text(self, update: Update, _ctx: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         assert message is not None
-        await self._converse(update, conv.base_inbound(update, text=message.text))
+        await self._converse(update.update_id, conv.base_inbound(update, text=message.text))
 
     async def _on_button(self, update: Update, _ctx: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -373,7 +393,7 @@ class TelegramChannel:
             await query.answer()
         if query.message is None or query.message.chat.type != "private":
             return
-        await self._converse(update, conv.base_inbound(
+        await self._converse(update.update_id, conv.base_inbound(
             update, button=query.data, button_ref=str(query.message.message_id)
         ))
 
@@ -393,7 +413,7 @@ class TelegramChannel:
     async def _on_other(self, update: Update, _ctx: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         assert message is not None
-        await self._converse(update, conv.base_inbound(
+        await self._converse(update.update_id, conv.base_inbound(
             update, unsupported=conv.unsupported_kind(message), text=message.caption
         ))
 
@@ -423,19 +443,20 @@ class TelegramChannel:
             await self._say(update, conv.adapter_text(refusal, update, limit=limit_mb))
             if not message.caption:
                 return
-            await self._converse(update, conv.base_inbound(update, text=message.caption))
+            await self._converse(update.update_id,
+                                 conv.base_inbound(update, text=message.caption))
             return
         fetched = type(attachment)(
             kind=attachment.kind, file_id=attachment.file_id, file_name=attachment.file_name,
             mime_type=attachment.mime_type, size=len(content or b""), content=content,
         )
-        await self._converse(update, conv.base_inbound(
+        await self._converse(update.update_id, conv.base_inbound(
             update, text=message.caption, attachments=(fetched,)
         ))
 
     # --- answering ---------------------------------------------------------------------------
 
-    async def _converse(self, update: Update, inbound: Inbound) -> None:
+    async def _converse(self, update_id: int, inbound: Inbound) -> None:
         """The dialogue stores the message and its replies (outbox rows); then the replies go
         out at once. A failure to send is not a failure to handle: the worker retries it."""
         replies = await self.dialogue(inbound)
@@ -450,7 +471,7 @@ class TelegramChannel:
                     sent.append(reply.ref)
         except TelegramError as exc:
             log.warning("reply to update %s not sent (%s); the outbox will retry",
-                        update.update_id, type(exc).__name__)
+                        update_id, type(exc).__name__)
         if sent:
             try:
                 await self._mark_delivered(self.store, sent)
