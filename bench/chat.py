@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import multiprocessing as mp
 import os
 import socket
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 from telegram.request import HTTPXRequest
@@ -250,20 +251,36 @@ async def echo_phase(child: Child, token: str, args: argparse.Namespace) -> dict
 
 
 async def measured(child: Child, base: int, args: argparse.Namespace,
-                   warmup: list[str]) -> dict[str, Any]:
+                   warmup: list[str], trips: dict[str, int] | None = None) -> dict[str, Any]:
     # The warm-up (first contact: customers, identities, conversations) runs first, outside
     # the CPU measurement: its messages are not counted, so its CPU must not be either.
     await child.ask("drive", base=base, customers=args.customers, seconds=0, script=SCRIPT,
                     warmup=warmup)
-    cpu = time.process_time()
+    profiler = cProfile.Profile() if args.profile and base != ECHO_BASE else None
+    before = dict(trips or {})
+    cpu, times = time.process_time(), os.times()
+    if profiler is not None:
+        profiler.enable()
     result: dict[str, Any] = await child.ask(
         "drive", base=base, customers=args.customers, seconds=args.seconds, script=SCRIPT,
         warmup=[],
     )
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(f"{args.profile}.{base}")
+    done = os.times()
     result["cpu_per_message_ms"] = (
         1000 * (time.process_time() - cpu) / max(result["messages"], 1)
     )
+    # The kernel's share (system time) is mostly loopback socket work: round trips to the
+    # database and HTTP to the fake, so it moves with the number of round trips per message.
+    result["sys_per_message_ms"] = (
+        1000 * (done.system - times.system) / max(result["messages"], 1)
+    )
     result["rate"] = result["messages"] / result["elapsed"]
+    if trips is not None:
+        result["trips"] = {k: (v - before.get(k, 0)) / max(result["messages"], 1)
+                           for k, v in trips.items()}
     return result
 
 
@@ -304,7 +321,23 @@ async def ours_phase(
     await runner.setup()
     await web.SockSite(runner, sock).start()
     await channel.start()
-    result = await measured(child, base, args, warmup=["/start"])
+    # Database round trips per message: statements, and transactions (BEGIN and COMMIT are
+    # a round trip each on asyncpg).
+    trips = {"statements": 0, "transactions": 0}
+
+    def on_statement(*_a: Any) -> None:
+        trips["statements"] += 1
+
+    def on_begin(*_a: Any) -> None:
+        trips["transactions"] += 1
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", on_statement)
+    event.listen(store.engine.sync_engine, "begin", on_begin)
+    try:
+        result = await measured(child, base, args, warmup=["/start"], trips=trips)
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", on_statement)
+        event.remove(store.engine.sync_engine, "begin", on_begin)
     return result, timed, channel, runner
 
 
@@ -369,13 +402,17 @@ async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
                 await runner.cleanup()
         print(f"\n== {label}: {args.customers} concurrent customers, {args.seconds:.0f} s, "
               f"webhook mode, cores: {os.cpu_count()}")
-        print(f"{'':24}{'msg/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/msg':>12}{'timeouts':>10}")
+        print(f"{'':24}{'msg/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/msg':>12}"
+              f"{'of it sys':>10}{'timeouts':>10}")
         for name, r in rows:
             print(f"{name:24}{r['rate']:8.0f}{1000 * r['p50']:9.1f}{1000 * r['p99']:9.1f}"
-                  f"{r['cpu_per_message_ms']:12.2f}{r['timeouts']:10d}")
+                  f"{r['cpu_per_message_ms']:12.2f}{r['sys_per_message_ms']:10.2f}"
+                  f"{r['timeouts']:10d}")
         for name, r in rows[1:]:
             ratio = r["cpu_per_message_ms"] / max(echo["cpu_per_message_ms"], 1e-9)
-            print(f"per-message CPU, {name} / echo: {ratio:.1f}x")
+            print(f"per-message CPU, {name} / echo: {ratio:.1f}x; database per message: "
+                  f"{r['trips']['statements']:.2f} statements in "
+                  f"{r['trips']['transactions']:.2f} transactions")
         if timed.dialogue:
             d = statistics.mean(timed.dialogue) * 1000
             nlu = statistics.mean(timed.nlu) * 1000 if timed.nlu else 0.0
@@ -409,6 +446,8 @@ async def main() -> None:
     ap.add_argument("--concurrency", type=int, default=0,
                     help="the dialogue's transactions in flight (ChatPolicy.concurrency); "
                          "0 = the default")
+    ap.add_argument("--profile", default="",
+                    help="cProfile careloop's measured window into PATH.<base> (slows it down)")
     args = ap.parse_args()
     if args.db == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:
