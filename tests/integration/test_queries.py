@@ -7,6 +7,7 @@ import random
 
 from storage import tickets
 from storage.db import Store
+from storage.lifecycle import format_number
 from storage.queries import TicketFilter, list_tickets
 from tests.integration.helpers import chat_customer, chat_ticket, rules
 
@@ -52,3 +53,31 @@ async def test_multi_status_lists_page_like_one_ordered_list(store: Store) -> No
         for row in rows if statuses[row.ticket.id] in ("new", "resolved")
     )
     assert billing_new == expected
+
+
+async def test_lists_of_one_shape_each_find_their_own_tickets(store: Store) -> None:
+    """The list statement is built once per shape of filter: a second list of the same shape
+    with other values (categories, search words, a ticket number) finds its own tickets."""
+    r = rules()
+    who = await chat_customer(store, r)
+    billing = await chat_ticket(store, r, who, category="billing", description="Refund twice")
+    delivery = await chat_ticket(store, r, who, category="delivery", description="Parcel lost")
+    discount = await chat_ticket(store, r, who, category="billing", description="50% off_code")
+
+    async def numbers(f: TicketFilter) -> list[int]:
+        return sorted(t[2] for t in await _walk(store, f, 1))
+
+    for _ in range(2):  # the second round runs on the statements the first one built
+        assert await numbers(TicketFilter(categories=["billing"])) == [billing, discount]
+        assert await numbers(TicketFilter(categories=["delivery"])) == [delivery]
+        both = ["new", "resolved"]
+        assert await numbers(TicketFilter(statuses=both, categories=["delivery"])) == [delivery]
+        assert await numbers(TicketFilter(statuses=both, categories=["billing"])) == [
+            billing, discount,
+        ]
+        assert await numbers(TicketFilter(q="refund")) == [billing]
+        assert await numbers(TicketFilter(q="parcel")) == [delivery]
+        assert await numbers(TicketFilter(q="%")) == [discount]  # a percent sign, not "any"
+        assert await numbers(TicketFilter(q="f_c")) == [discount]
+        assert await numbers(TicketFilter(q=format_number(delivery))) == [delivery]
+        assert await numbers(TicketFilter(q=format_number(billing))) == [billing]
