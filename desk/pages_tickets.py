@@ -8,6 +8,7 @@ meanwhile) re-renders the page with the reason in words and the status code (409
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from multidict import MultiMapping
 
 from desk.context import CTX
 from desk.pages import page_agent, redirect, render, require_admin_page
-from storage import accounts, canned, queries, tickets, views
+from storage import accounts, canned, queries, ticket_messages, tickets, views
 from storage.errors import Invalid, NotFound, StoreError
 from storage.lifecycle import (
     CHANNELS,
@@ -35,6 +36,7 @@ from storage.lifecycle import (
 )
 from storage.merge import merge_tickets
 from storage.models import Agent
+from storage.ticket_messages import IdentityView
 from storage.tickets import CATEGORIES
 
 PAGE_SIZE = 50
@@ -156,7 +158,12 @@ async def ticket_list(request: web.Request) -> web.Response:
         request,
         "tickets.html",
         {
-            "rows": [(r, sla_badge(r.ticket, now, horizons, t)) for r in rows],
+            "rows": [
+                (r, sla_badge(r.ticket, now, horizons, t),
+                 r.customer.name or r.customer.phone or r.customer.email
+                 or channel_words(r.ticket.channel, t))
+                for r in rows
+            ],
             "number": format_number,
             "spec": spec,
             "current": current,
@@ -208,22 +215,98 @@ async def delete_view(request: web.Request) -> web.Response:
 
 # --- one ticket ----------------------------------------------------------------------------------
 
+# Channels whose customers are known by a handle rather than a name.
+SOCIAL = ("x", "mastodon")
+# Who a customer is when they gave no name: their channel, in words.
+NAMELESS: dict[str, tuple[str, str]] = {
+    "webchat": ("web chat visitor", "网页聊天访客"),
+    "telegram": ("Telegram user", "Telegram 用户"),
+    "x": ("X user", "X 用户"),
+    "mastodon": ("Mastodon user", "Mastodon 用户"),
+}
+
+
+def channel_words(channel: str, t: T) -> str:
+    """A nameless customer of a channel ("web chat visitor"); '' for staff channels."""
+    words = NAMELESS.get(channel)
+    return t(*words) if words else ""
+
+
+def handle(identity: IdentityView | None) -> str | None:
+    """The @username of an X or Mastodon customer, when known."""
+    if identity is None or identity.channel not in SOCIAL:
+        return None
+    if identity.username:
+        return "@" + identity.username.lstrip("@")
+    # Without the post, only an identity keyed by its @username (no author id) says it.
+    return identity.external_id if identity.external_id.startswith("@") else None
+
+
+def customer_words(name: str | None, identity: IdentityView | None, channel: str, t: T) -> str:
+    """The customer as the page names them: their name (with the @handle on X/Mastodon),
+    else their channel identity: Telegram display name, @username, "web chat visitor"."""
+    at = handle(identity)
+    if name:
+        return f"{name} · {at}" if at and at != name else name
+    if at:
+        return at
+    if identity is not None and identity.display_name:
+        return identity.display_name
+    return channel_words(identity.channel if identity is not None else channel, t)
+
+
+# A button press is stored as "[button <data>]" (bot/flows/turn.py): without the bot's question
+# it says nothing to an agent, so the intake shows what the customer wrote and sent.
+BUTTON_PRESS = re.compile(r"\[button [^\]]*\]")
+
+
+def _written(messages: list[Any]) -> list[Any]:
+    return [m for m in messages if not BUTTON_PRESS.fullmatch(m.text or "")]
+
+
+def _source_post(events: list[Any]) -> int | None:
+    """The social post a ticket was opened from (its `source` event), if any."""
+    for e in events:
+        if e.type == "source" and isinstance(e.data, dict):
+            post_id = e.data.get("post_id")
+            return post_id if isinstance(post_id, int) else None
+    return None
+
+
 async def _ticket_context(request: web.Request, ticket_id: int) -> dict[str, Any]:
     agent = page_agent(request)
     ctx = request.app[CTX]
     async with ctx.store.read() as session:
         detail = await queries.ticket_detail(session, ticket_id)
+        ticket = detail.ticket
+        source_post = _source_post(detail.events)
+        identity = None
+        # Only read when it changes what is shown: a nameless customer, or a social handle.
+        if not detail.customer.name or ticket.channel in SOCIAL:
+            identity = await ticket_messages.channel_identity(
+                session, ticket.identity_id, source_post_id=source_post
+            )
+        # A ticket opened from a post has no chat intake behind it.
+        intake = [] if source_post is not None else _written(
+            await ticket_messages.intake_messages(
+                session, ticket_id=ticket.id, identity_id=ticket.identity_id,
+                customer_id=ticket.customer_id, created_at=ticket.created_at,
+            )
+        )
         agents = [a for a in await accounts.list_agents(session) if a.active]
-        replies = canned.for_language(await canned.list_canned(session), detail.ticket.language)
+        replies = canned.for_language(await canned.list_canned(session), ticket.language)
     values = canned.variables_for(detail.ticket, detail.customer, agent)
     filled = [(c, canned.fill(c.body, values)) for c in replies]
     chosen = request.query.get("canned", "")
     draft = next((text for c, text in filled if str(c.id) == chosen), "")
     merged_into = detail.ticket.merged_into_id
     now = ctx.rules.clock()
+    t = _t(agent)
     return {
         "d": detail,
         "ticket": detail.ticket,
+        "customer": customer_words(detail.customer.name, identity, detail.ticket.channel, t),
+        "intake": intake,
         "number": format_number,
         "moves": sorted(allowed_moves(detail.ticket.status), key=STATUSES.index),
         "agents": agents,
@@ -232,7 +315,7 @@ async def _ticket_context(request: web.Request, ticket_id: int) -> dict[str, Any
         "priorities": PRIORITIES,
         "categories": CATEGORIES,
         "merged_into": format_number(merged_into) if merged_into else None,
-        "badge": sla_badge(detail.ticket, now, views.horizons(ctx.rules.sla), _t(agent)),
+        "badge": sla_badge(detail.ticket, now, views.horizons(ctx.rules.sla), t),
         "done": _done(request),
         "error": None,
     }
