@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 from argon2 import PasswordHasher
+from sqlalchemy import text
 
 from config.channels import Channels, build_channels
 from config.monitors import monitor_health, run_monitors
@@ -27,7 +28,7 @@ from storage import accounts
 from storage.db import Store, create_store
 from storage.dispatch import DispatchPolicy, run_dispatcher
 from storage.intake import TicketIntake
-from storage.migrate import upgrade
+from storage.migrate import MIGRATION_LOCK_ID, upgrade
 from storage.sla import SlaPolicy, Target
 from storage.sla_timer import check_deadlines
 from storage.tickets import TicketRules
@@ -92,6 +93,9 @@ async def prepare(service: Service, out: TextIO, *, first_admin: bool = True) ->
     settings = service.settings
     now = service.rules.clock()
     async with service.store.transaction() as session:
+        if service.store.is_postgres:  # processes starting at once: one makes key and admin
+            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                  {"k": MIGRATION_LOCK_ID})
         secret = await accounts.secret_key(session)
         if settings.admin_user and settings.admin_password:
             await accounts.upsert_agent(
