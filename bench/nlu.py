@@ -1,5 +1,5 @@
 """NLU figures: speed, memory and quality on the public dev sets (prints numbers, never
-pass/fail). Run: .venv/bin/python -m bench.nlu [--quick]
+pass/fail). Run: .venv/bin/python -m bench.nlu [--quick] [--batch [N]]
 
 The embedded backend is always measured; the Rasa backend too when CARELOOP_RASA_URL (default
 http://127.0.0.1:5005) answers, for a side-by-side table.
@@ -221,10 +221,73 @@ def rasa_factory() -> Callable[[], Interpreter] | None:
     return lambda: RasaInterpreter(url)
 
 
+def batch_texts(n: int, zh_share: float = 0.2, seed: int = 5) -> list[str]:
+    """n distinct dev-set texts: Bitext customer-service utterances (English) and ChnSentiCorp
+    reviews (Chinese), for timing only."""
+    import random
+
+    en = [t for t, _ in rows_of(DEV / "bitext_customer_service_8k_utterances.csv",
+                                "utterance", "intent") if t.strip()]
+    zh = [t for t, _ in rows_of(DEV / "ChnSentiCorp_htl_all.csv", "review", "label") if t.strip()]
+    rng = random.Random(seed)
+    out: dict[str, None] = {}
+    while len(out) < min(n, len(set(en)) + len(set(zh))):
+        out[rng.choice(zh if rng.random() < zh_share else en)] = None
+    return list(out)
+
+
+def batch_speed(n: int) -> None:
+    """The batch path (parse_many: the batch featurised at once, one product per block) against
+    parsing the same texts one at a time, in the same process on the same texts."""
+    import numpy as np
+
+    from nlu.embedded import EmbeddedInterpreter
+    from nlu.enrich import clean_for_model, complete_parse
+
+    texts = batch_texts(n)
+    zh = sum(any("\u4e00" <= ch <= "\u9fff" for ch in t) for t in texts)
+    print(f"batch: {len(texts):,} distinct texts ({zh / len(texts):.0%} Chinese), "
+          f"{sum(map(len, texts)) / len(texts):.0f} chars on average")
+    interp = EmbeddedInterpreter(preload=True)
+    model = interp.load()
+    assert model is not None
+    interp.parse_batch(texts[:50])
+
+    def reference(text: str) -> object:
+        # The per-text scoring the batch path replaced (per-text features and product,
+        # merge_ranking, complete_parse), with today's rule modules.
+        cleaned = clean_for_model(text)
+        ranking: list[tuple[str, float]] = []
+        if cleaned.strip():
+            p = model.probabilities(cleaned)
+            ranking = [(model.classes[i], float(p[i])) for i in np.argsort(-p, kind="stable")]
+        return complete_parse(text, ranking)
+
+    figures: list[tuple[str, float]] = []
+    for name, run in (
+        ("per-text scoring loop", lambda: [reference(t) for t in texts]),
+        ("parse() one at a time", lambda: [interp.parse_sync(t) for t in texts]),
+        ("parse_many (batch)", lambda: asyncio.run(interp.parse_many(texts))),
+    ):
+        t = time.perf_counter()
+        run()
+        figures.append((name, len(texts) / (time.perf_counter() - t)))
+    for name, rate in figures:
+        print(f"  {name:<28} {rate:>8,.0f} texts/s  ({1000 / rate:.3f} ms/text)")
+    print(f"  batch / per-text scoring loop: {figures[-1][1] / figures[0][1]:.1f}x; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer rows and iterations")
+    ap.add_argument("--batch", type=int, nargs="?", const=5000, metavar="N",
+                    help="only the batch-parse speed section, on N distinct texts (5000)")
     args = ap.parse_args(argv)
+    if args.batch:
+        os.environ["CARELOOP_NLU_CACHE"] = tempfile.mkdtemp(prefix="careloop-nlu-bench-")
+        batch_speed(args.batch)
+        return 0
     limit = 300 if args.quick else None
     n_single, n_batch = (300, 2000) if args.quick else (2000, 10000)
 

@@ -64,8 +64,8 @@ class LinearModel:
         normalised = [normalise(t) for t in texts]
         logits = (
             self.bias
-            + self.char.transform_many(normalised) @ self.w_char
-            + self.word.transform_many(normalised) @ self.w_word
+            + self.char.transform_many(normalised).dot(self.w_char)
+            + self.word.transform_many(normalised).dot(self.w_word)
         )
         p = 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
         # Summed class by class (not p.sum(axis=1)): the same additions for any batch size.

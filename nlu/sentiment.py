@@ -76,7 +76,6 @@ _VOCAB = (
     set(_WEIGHTS) | _NEG_SET | set(lex.DEGREE) | _BLOCK_SET | _CONTRAST | _RESERVE | _SUMMARY
     | _HYPO | _DIMINISH
 )
-_MAXLEN = max(len(w) for w in _VOCAB)
 _REPLY = re.compile("|".join(map(re.escape, lex.MERCHANT_REPLY)))
 # How a clause counts, by its role (general Chinese discourse habits, see nlu/zh_lexicon.py).
 _AFTER_CONTRAST, _BEFORE_CONTRAST = 1.5, 0.6  # "A，但是B": B is the verdict
@@ -87,20 +86,35 @@ _DIMINISHED = 0.5  # "脏了点"
 _EDGE = 1.5
 
 
+def _sizes_by_first_character() -> dict[str, tuple[int, ...]]:
+    sizes: dict[str, set[int]] = {}
+    for word in _VOCAB:
+        sizes.setdefault(word[0], set()).add(len(word))
+    return {ch: tuple(sorted(found, reverse=True)) for ch, found in sizes.items()}
+
+
+# The lengths of the vocabulary words that start with a character, longest first: most
+# characters start none, and the scan then costs one dictionary look-up.
+_SIZES = _sizes_by_first_character()
+
+
 def _tokens(clause: str) -> list[str]:
     """Longest-match scan against the vocabulary; unknown characters come out one by one."""
     out: list[str] = []
     i = 0
     n = len(clause)
+    sizes_of = _SIZES.get
     while i < n:
-        for size in range(min(_MAXLEN, n - i), 0, -1):
-            piece = clause[i : i + size]
-            if piece in _VOCAB:
-                out.append(piece)
-                i += size
-                break
+        ch = clause[i]
+        for size in sizes_of(ch, ()):
+            if size <= n - i:
+                piece = clause[i : i + size]
+                if piece in _VOCAB:
+                    out.append(piece)
+                    i += size
+                    break
         else:
-            out.append(clause[i])
+            out.append(ch)
             i += 1
     return out
 

@@ -125,9 +125,9 @@ def test_batch_features_are_the_per_text_features(nlu: EmbeddedInterpreter) -> N
         matrix = vectorizer.transform_many(normalised)
         for i, text in enumerate(cleaned):
             columns, values = vectorizer.transform_one(text)
-            row = matrix.getrow(i)
+            got_columns, got_values = matrix.row(i)
             expected = dict(zip(columns.tolist(), values.tolist(), strict=True))
-            got = dict(zip(row.indices.tolist(), row.data.tolist(), strict=True))
+            got = dict(zip(got_columns.tolist(), got_values.tolist(), strict=True))
             assert got.keys() == expected.keys(), text
             assert np.allclose([got[k] for k in expected], list(expected.values()), atol=1e-12)
 
@@ -229,3 +229,17 @@ def test_fast_lookups_match_the_ignorecase_lookups(text: str) -> None:
     ]
     fast = [(e.entity, e.value, e.start, e.end) for e in entities.lookup_entities(text)]
     assert fast == slow
+
+
+def test_public_sparse_product_gives_the_same_numbers(
+    nlu: EmbeddedInterpreter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The direct kernel call is an optimisation only: scipy's operator gives identical rows."""
+    import nlu.features as features
+
+    model = nlu.load()
+    assert model is not None
+    cleaned = [c for c in (clean_for_model(t) for t in varied_texts(100, seed=2)) if c.strip()]
+    fast = model.probabilities_many(cleaned)
+    monkeypatch.setattr(features, "_csr_matvecs", None)
+    assert np.array_equal(model.probabilities_many(cleaned), fast)
