@@ -92,12 +92,18 @@ async def intake_messages(
         .scalar_subquery()
     )
     floor = created_at - INTAKE_LOOKBACK
+    # The identity's one conversation first, so its messages are read by
+    # ix_messages_conversation. "No ticket" is written with coalesce so that no planner
+    # (SQLite has no statistics to tell) walks ix_messages_ticket instead: NULL there is every
+    # chat line of every customer.
+    conversation = (
+        select(Conversation.id).where(Conversation.identity_id == identity_id).scalar_subquery()
+    )
     rows = await session.scalars(
         select(Message)
-        .join(Conversation, Conversation.id == Message.conversation_id)
         .where(
-            Conversation.identity_id == identity_id,
-            Message.ticket_id.is_(None),
+            Message.conversation_id == conversation,
+            func.coalesce(Message.ticket_id, 0) == 0,
             Message.created_at <= created_at,
             Message.created_at > func.coalesce(previous, floor),
             Message.created_at > floor,
