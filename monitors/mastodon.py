@@ -1,12 +1,22 @@
 """The Mastodon adapter, on Mastodon.py: mention notifications and direct messages in, public
 replies and direct messages out.
 
-Both streams read `GET /api/v1/notifications?types[]=mention`, each with its own cursor (the
-newest notification id it has stored): a mention whose status has `direct` visibility is a
-direct message (stream `dms`), every other one is a public mention (stream `mentions`). From a
-cursor the read takes the page right after it (`min_id`), oldest first, page by page; without a
-cursor it walks back from the newest (`max_id`) over what the server still serves, up to
-`backfill` notifications, like X's first read of the 800 newest mentions.
+One stream, `mentions`, reads `GET /api/v1/notifications?types[]=mention` with one cursor (the
+newest notification id stored): a mention whose status has `direct` visibility becomes a Post of
+stream `dms` (a direct message, for the dialogue), every other one a Post of stream `mentions`.
+So each notification is fetched and converted once, and the page's mentions, direct messages
+and cursor are written in one transaction. From a cursor the read takes the page right after it
+(`min_id`), oldest first, page by page; without a cursor it walks back from the newest
+(`max_id`) over what the server still serves, up to `backfill` notifications, like X's first
+read of the 800 newest mentions. A first read that finds no mention still returns a cursor
+(the newest notification of any type, or "0" when there is none), so a later burst is read in
+full, forward from it, and never again as a first start.
+
+The notifications list is the one read in bulk, and Mastodon.py 2.x turns every answer into
+typed entities, field by field (~25 ms per notification on our machine, and no documented
+option returns plain JSON). So that list is fetched as plain JSON with the same requests
+session, token, user agent and timeout the client uses (`get_json`), and mapped to the same
+failures. Everything else (who we are, statuses, accounts, posting) goes through Mastodon.py.
 
 Mastodon.py is synchronous (requests): every call runs in a worker thread with a timeout, one
 at a time per client, because the client keeps the rate-limit window of the last answer on
@@ -23,9 +33,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 from typing import Any, Protocol, TypeVar
 
+import requests
 from mastodon import Mastodon
 from mastodon.errors import (
     MastodonAPIError,
@@ -50,7 +62,7 @@ from monitors.types import (
 )
 
 PLATFORM = "mastodon"
-PAGE_SIZE = 40  # Mastodon's default page of notifications (the maximum is 80)
+PAGE_SIZE = 80  # Mastodon's largest page of notifications (its default is 40)
 BACKFILL = 800
 REQUEST_TIMEOUT = 20.0
 DEFAULT_MAX_CHARACTERS = 500
@@ -59,6 +71,8 @@ DEFAULT_MAX_CHARACTERS = 500
 RATE_LIMIT_FALLBACK = timedelta(seconds=60)
 RATE_LIMIT_CAP = timedelta(minutes=15)
 VISIBILITY_ORDER = ("direct", "private", "unlisted", "public")
+# The cursor of a first read that found no notification at all: everything after it is new.
+FROM_THE_START = "0"
 _LEADING_MENTIONS = re.compile(r"^(?:\s*@[\w.\-]+(?:@[\w.\-]+)?)+[\s,:]*")
 
 T = TypeVar("T")
@@ -124,12 +138,44 @@ class MastodonApi:
         # Mastodon.py read X-RateLimit-Reset and moved it onto our clock with the Date header,
         # so a server whose clock is off still gives the right wait.
         raw = self.client.ratelimit_reset
-        if raw is None:
-            return now + RATE_LIMIT_FALLBACK
-        until = datetime.fromtimestamp(float(raw), UTC)
-        if until <= now:
-            return now + RATE_LIMIT_FALLBACK
-        return min(until, now + RATE_LIMIT_CAP)
+        return _bounded_reset(
+            None if raw is None else datetime.fromtimestamp(float(raw), UTC), now
+        )
+
+    async def get_json(self, path: str, params: Sequence[tuple[str, str]]) -> Any:
+        """GET `path` as plain JSON (dicts and lists), not Mastodon.py entities: for the lists
+        read in bulk, where the entity conversion would cost far more than the request."""
+        async with self.lock:
+            try:
+                return await asyncio.wait_for(
+                    asyncio.to_thread(self._get_json, path, params), self.timeout * 2 + 5
+                )
+            except TimeoutError as exc:
+                raise MastodonFailure("Mastodon did not answer in time") from exc
+
+    def _get_json(self, path: str, params: Sequence[tuple[str, str]]) -> Any:
+        # The client's own session, token, user agent and timeout: the same connection pool
+        # and the same identity as every Mastodon.py call.
+        client = self.client
+        try:
+            response = client.session.get(
+                f"{client.api_base_url}{path}", params=list(params),
+                headers={"Authorization": f"Bearer {client.access_token}",
+                         "User-Agent": client.user_agent},
+                timeout=client.request_timeout,
+            )
+        except requests.RequestException as exc:
+            raise MastodonFailure(f"network error: {type(exc).__name__}") from exc
+        status = response.status_code
+        if status == 429:
+            until = _server_reset(response.headers, self.clock())
+            raise MastodonFailure("rate limited", 429, until)
+        if status >= 400:
+            raise MastodonFailure(f"HTTP {status}: {_error_text(response)[:200]}", status)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise MastodonFailure("Mastodon sent an answer that is not JSON") from exc
 
     async def status_limit(self) -> int:
         """The instance's characters per status (500 unless it says otherwise)."""
@@ -144,6 +190,43 @@ class MastodonApi:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.client.session.close)
+
+
+def _bounded_reset(until: datetime | None, now: datetime) -> datetime:
+    """A reset in the past or missing waits the fallback; one absurdly far is capped."""
+    if until is None or until <= now:
+        return now + RATE_LIMIT_FALLBACK
+    return min(until, now + RATE_LIMIT_CAP)
+
+
+def _server_reset(headers: Mapping[str, str], now: datetime) -> datetime:
+    """X-RateLimit-Reset (ISO 8601, or epoch seconds) moved onto our clock with the answer's
+    Date header, as Mastodon.py does: a server whose clock is off still gives the right wait."""
+    raw = headers.get("X-RateLimit-Reset") or ""
+    try:
+        reset = (datetime.fromtimestamp(int(raw), UTC) if raw.isdigit()
+                 else datetime.fromisoformat(raw.replace("Z", "+00:00")))
+        if reset.tzinfo is None:
+            reset = reset.replace(tzinfo=UTC)
+    except ValueError:
+        return _bounded_reset(None, now)
+    try:
+        server_now = parsedate_to_datetime(headers.get("Date") or "")
+        if server_now.tzinfo is not None:
+            reset += now - server_now
+    except (TypeError, ValueError):
+        pass  # no usable Date: take the server's clock as ours
+    return _bounded_reset(reset, now)
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason or ""
+    if isinstance(body, dict) and body.get("error"):
+        return str(body.get("error_description") or body["error"])
+    return response.reason or ""
 
 
 def make_client(base_url: str, token: str, *, timeout: float = REQUEST_TIMEOUT) -> Mastodon:
@@ -236,15 +319,14 @@ def author_of(account: Mapping[str, Any]) -> Author:
     )
 
 
-def post_of(notification: Mapping[str, Any], stream: str) -> Post | None:
-    """A mention notification as a Post of `stream`, or None when it belongs to the other one
-    (or has no status: deleted since)."""
+def post_of(notification: Mapping[str, Any]) -> Post | None:
+    """A mention notification as a Post: of stream `dms` when its status is `direct`, else of
+    stream `mentions`; None without a status (deleted since)."""
     status = notification.get("status")
     if notification.get("type") != "mention" or not status or not status.get("account"):
         return None
     direct = status.get("visibility") == "direct"
-    if direct != (stream == DIRECT):
-        return None
+    stream = DIRECT if direct else MENTIONS
     text = plain_text(status.get("content"))
     media = [str(m.get("type") or "unknown") for m in status.get("media_attachments") or ()]
     if direct:
@@ -289,7 +371,9 @@ class MastodonAdapter:
         self._me: Author | None = None
 
     def streams(self) -> Sequence[str]:
-        return (MENTIONS, DIRECT)
+        # One read serves both: the `mentions` stream's posts carry stream `dms` for direct
+        # messages, which the store and the poll loop's dialogue hook go by.
+        return (MENTIONS,)
 
     async def whoami(self) -> Author:
         if self._me is None:
@@ -301,21 +385,28 @@ class MastodonAdapter:
         return self._me
 
     async def read(self, stream: str, cursor: str | None) -> Page:
+        """`mentions`: mentions and direct messages, each Post of its own stream. `dms`: the
+        direct messages alone (for a caller that wants only them; the poll loop reads
+        `mentions`)."""
         if stream not in (MENTIONS, DIRECT):
             raise ValueError(f"Mastodon has no stream {stream!r}")
         try:
             if cursor is None:
-                return await self._first_read(stream)
-            batch = await self._notifications(min_id=cursor)
+                page = await self._first_read()
+            else:
+                batch = await self._notifications(min_id=cursor)
+                newest = max((str(n["id"]) for n in batch), key=_id_key, default=cursor)
+                page = Page(posts=_posts(batch), cursor=newest,
+                            more=len(batch) >= self.page_size)
         except MastodonFailure as exc:
             raise _read_error(exc, cursor) from exc
-        newest = max((str(n["id"]) for n in batch), key=_id_key, default=cursor)
-        return Page(
-            posts=_posts(batch, stream), cursor=newest, more=len(batch) >= self.page_size
-        )
+        if stream == DIRECT:
+            page = Page(posts=[p for p in page.posts if p.stream == DIRECT],
+                        cursor=page.cursor, more=page.more)
+        return page
 
-    async def _first_read(self, stream: str) -> Page:
-        seen: list[Any] = []
+    async def _first_read(self) -> Page:
+        seen: list[Mapping[str, Any]] = []
         max_id: str | None = None
         while len(seen) < self.backfill:
             batch = await self._notifications(max_id=max_id)
@@ -324,13 +415,26 @@ class MastodonAdapter:
                 break
             max_id = min((str(n["id"]) for n in batch), key=_id_key)
         newest = max((str(n["id"]) for n in seen), key=_id_key, default=None)
-        return Page(posts=_posts(seen, stream), cursor=newest, more=False)
+        if newest is None:
+            # Nothing to read yet. Without a cursor every later read would be a first start
+            # again (the newest `backfill` only) and a burst bigger than that would lose its
+            # oldest part; from this cursor it is read in full, page by page.
+            newest = await self._newest_notification()
+        return Page(posts=_posts(seen), cursor=newest, more=False)
 
-    async def _notifications(self, **bounds: str | None) -> list[Any]:
-        batch = await self.api.call(
-            self.api.client.notifications, types=["mention"], limit=self.page_size,
-            **{k: v for k, v in bounds.items() if v is not None},
-        )
+    async def _newest_notification(self) -> str:
+        """The newest notification of any type (mentions come after it), or FROM_THE_START
+        when the account has none at all."""
+        batch = await self._fetch([("limit", "1")])
+        return max((str(n["id"]) for n in batch), key=_id_key, default=FROM_THE_START)
+
+    async def _notifications(self, **bounds: str | None) -> list[Mapping[str, Any]]:
+        params = [("types[]", "mention"), ("limit", str(self.page_size))]
+        params += [(k, v) for k, v in bounds.items() if v is not None]
+        return await self._fetch(params)
+
+    async def _fetch(self, params: list[tuple[str, str]]) -> list[Mapping[str, Any]]:
+        batch = await self.api.get_json("/api/v1/notifications", params)
         if not isinstance(batch, list) or any(
             not isinstance(n, Mapping) or "id" not in n for n in batch
         ):
@@ -350,10 +454,10 @@ class MastodonAdapter:
         await self.api.close()
 
 
-def _posts(batch: Sequence[Any], stream: str) -> list[Post]:
+def _posts(batch: Sequence[Mapping[str, Any]]) -> list[Post]:
     posts = []
     for notification in sorted(batch, key=lambda n: _id_key(n["id"])):
-        post = post_of(notification, stream)
+        post = post_of(notification)
         if post is not None:
             posts.append(post)
     return posts

@@ -30,7 +30,6 @@ from sqlalchemy import Table, or_, select, update
 
 from monitors.triage import Triage
 from monitors.types import (
-    DIRECT,
     Adapter,
     CursorRejected,
     Paused,
@@ -190,7 +189,9 @@ class Monitor:
             memory.failures = 0
             if page.cursor is not None:
                 cursor = page.cursor
-            if stream == DIRECT and written and self.on_direct_messages is not None:
+            # Any stream's page may hold direct messages (Mastodon reads them with mentions):
+            # `written` lists the direct messages this page stored, whatever the stream.
+            if written and self.on_direct_messages is not None:
                 try:
                     await self.on_direct_messages(written)
                 except Exception:  # stored already; the dialogue catches up on its own

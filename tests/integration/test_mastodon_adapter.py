@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from monitors.mastodon import (
     MastodonAdapter,
@@ -15,8 +17,17 @@ from monitors.mastodon import (
     plain_text,
     split_text,
 )
+from monitors.poll import READ, Monitor, PollPolicy
+from monitors.triage import Triage, TriageRules
 from monitors.types import DIRECT, MENTIONS, CursorRejected, Paused, RateLimited, Unavailable
+from nlu.embedded import EmbeddedInterpreter
+from storage.clock import ManualClock
+from storage.db import Store
+from storage.mentions import Grouping
+from storage.models import MonitorCursor, SocialPost
 from tests.fakes.mastodon_api import TOKEN, FakeMastodon
+
+START = datetime(2026, 1, 30, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -79,8 +90,10 @@ async def test_first_read_returns_mentions_oldest_first_with_authors(
 
     page = await adapter.read(MENTIONS, None)
 
-    assert [p.text for p in page.posts] == [
-        "@shop My order 123-4567 arrived broken!", "@shop Love the new store",
+    assert [(p.stream, p.text) for p in page.posts] == [
+        (MENTIONS, "@shop My order 123-4567 arrived broken!"),
+        (MENTIONS, "@shop Love the new store"),
+        (DIRECT, "hello, I need help"),
     ]
     first = page.posts[0]
     assert first.author.username == "bigvoice@other.social"
@@ -91,26 +104,58 @@ async def test_first_read_returns_mentions_oldest_first_with_authors(
     # The cursor is the newest mention notification read, the direct message's included.
     assert page.cursor == server.notification_ids("mention")[-1]
     # Only mentions were asked for: favourites and follows never reach us.
-    query = server.calls("GET", "/api/v1/notifications")[0].query
-    assert query["types[]"] == ["mention"]
+    [request] = server.calls("GET", "/api/v1/notifications")
+    assert request.query["types[]"] == ["mention"]
+    assert request.headers["User-Agent"] == "careloop"  # the client's identity, as Mastodon.py's
 
 
-async def test_direct_messages_are_their_own_stream(
+async def test_one_read_serves_mentions_and_direct_messages(
     server: FakeMastodon, adapter: MastodonAdapter
 ) -> None:
     mei = server.account("mei", display_name="Mei")
     public = server.mention(mei, "public words")
     dm = server.dm(mei, "my parcel is late")
 
-    dms = await adapter.read(DIRECT, None)
-    mentions = await adapter.read(MENTIONS, None)
+    assert list(adapter.streams()) == [MENTIONS]  # the poll loop reads one stream, once
+    page = await adapter.read(MENTIONS, None)
 
-    assert [p.external_id for p in dms.posts] == [dm["id"]]
-    assert dms.posts[0].text == "my parcel is late"  # our own @handle is not what they said
-    assert dms.posts[0].conversation == dm["id"]
-    assert dms.posts[0].stream == DIRECT
-    assert [p.external_id for p in mentions.posts] == [public["id"]]
-    assert mentions.posts[0].conversation is None
+    assert [(p.stream, p.external_id) for p in page.posts] == [
+        (MENTIONS, public["id"]), (DIRECT, dm["id"]),
+    ]
+    direct = page.posts[1]
+    assert direct.text == "my parcel is late"  # our own @handle is not what they said
+    assert direct.conversation == dm["id"]
+    assert page.posts[0].conversation is None
+    assert len(server.calls("GET", "/api/v1/notifications")) == 1
+
+    # A caller that wants the direct messages alone still gets them.
+    dms = await adapter.read(DIRECT, None)
+    assert [p.external_id for p in dms.posts] == [dm["id"]] and dms.cursor == page.cursor
+
+
+async def test_a_first_read_that_finds_nothing_still_keeps_a_cursor(
+    server: FakeMastodon,
+) -> None:
+    adapter = adapter_for(server, page_size=2, backfill=4)
+    fan = server.account("fan")
+    empty = await adapter.read(MENTIONS, None)
+    # No notification at all: read everything that comes, from the start.
+    assert (empty.posts, empty.cursor, empty.more) == ([], "0", False)
+
+    server.notify("follow", fan)
+    server.notify("favourite", fan)
+    only_others = await adapter.read(MENTIONS, None)
+    # Other notifications only: the newest of them, so mentions after it are all new.
+    assert only_others.posts == []
+    assert only_others.cursor == server.notification_ids("favourite")[-1]
+
+    # A burst bigger than the first read's backfill (4) is read in full from that cursor.
+    for i in range(9):
+        server.mention(fan, f"burst {i}")
+    texts, cursor = await drain(adapter, MENTIONS, only_others.cursor)
+    assert texts == [f"@shop burst {i}" for i in range(9)]
+    assert cursor == server.notification_ids("mention")[-1]
+    await adapter.close()
 
 
 async def test_reading_from_a_cursor_pages_forward_without_gaps_or_repeats(
@@ -229,4 +274,94 @@ async def test_a_server_that_is_down_is_unavailable(server: FakeMastodon) -> Non
     await server.stop()
     with pytest.raises(Unavailable):
         await adapter.read(MENTIONS, "1")
+    await adapter.close()
+
+
+# --- through the poll loop and the store ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def interpreter() -> EmbeddedInterpreter:
+    return EmbeddedInterpreter(preload=True)
+
+
+def poller(store: Store, adapter: MastodonAdapter, interpreter: EmbeddedInterpreter,
+           max_pages: int = 10) -> Monitor:
+    return Monitor(
+        store=store, adapter=adapter, triage=Triage(interpreter, TriageRules()),
+        grouping=Grouping(), policy=PollPolicy(poll_seconds=60.0, max_pages=max_pages),
+        owner="proc-a", clock=ManualClock(START), rng=random.Random(7),
+    )
+
+
+async def cursors(store: Store) -> dict[str, str | None]:
+    async with store.read() as session:
+        rows = (await session.scalars(select(MonitorCursor))).all()
+    return {r.stream: r.cursor for r in rows}
+
+
+async def posts(store: Store) -> list[tuple[str, str, str]]:
+    async with store.read() as session:
+        rows = await session.execute(
+            select(SocialPost.stream, SocialPost.external_id, SocialPost.state)
+            .order_by(SocialPost.id)
+        )
+    return [(r[0], r[1], r[2]) for r in rows.all()]
+
+
+async def test_the_poll_loop_stores_mentions_and_direct_messages_with_one_cursor(
+    server: FakeMastodon, store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    adapter = adapter_for(server)
+    mei = server.account("mei")
+    complaint = server.mention(mei, "my parcel arrived broken, I want a refund")
+    dm = server.dm(mei, "where is my order 1234?")
+    praise = server.mention(mei, "thanks for the lovely flowers")
+    seen: list[tuple[int, dict[str, str | None], list[tuple[str, str, str]]]] = []
+
+    async def on_direct_messages(ids: Sequence[int]) -> None:
+        # Runs after the page's transaction: the direct message and the cursor are stored.
+        seen.append((len(ids), await cursors(store), await posts(store)))
+
+    m = poller(store, adapter, interpreter)
+    m.on_direct_messages = on_direct_messages
+    assert await m.poll_all() == {MENTIONS: READ}
+
+    stored = await posts(store)
+    assert [(stream, ext) for stream, ext, _ in stored] == [
+        (MENTIONS, complaint["id"]), (DIRECT, dm["id"]), (MENTIONS, praise["id"]),
+    ]
+    assert stored[1][2] == "new"  # for the dialogue; the mentions are triaged
+    newest = server.notification_ids("mention")[-1]
+    assert await cursors(store) == {MENTIONS: newest}  # one stream, one cursor
+    [(count, cursor_then, posts_then)] = seen
+    assert count == 1 and cursor_then == {MENTIONS: newest}
+    assert (DIRECT, dm["id"], "new") in posts_then
+    # Each notification was fetched once: one first-read request, none for a `dms` stream.
+    assert len(server.calls("GET", "/api/v1/notifications")) == 1
+
+    later = server.dm(mei, "hello again")
+    await m.poll_all()
+    assert [n for n, _, _ in seen] == [1, 1]
+    assert (await posts(store))[-1] == (DIRECT, later["id"], "new")
+    await adapter.close()
+
+
+async def test_an_empty_first_poll_then_a_burst_bigger_than_the_backfill_is_read_in_full(
+    server: FakeMastodon, store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    adapter = adapter_for(server, page_size=3, backfill=6)
+    fan = server.account("fan")
+    server.notify("follow", fan)
+    m = poller(store, adapter, interpreter, max_pages=20)
+    assert await m.poll_all() == {MENTIONS: READ}
+    assert await posts(store) == []
+    assert await cursors(store) == {MENTIONS: server.notification_ids("follow")[-1]}
+
+    burst = [server.mention(fan, f"order {i} is late")["id"] for i in range(14)]
+    await m.poll_all()
+    # Not just the newest 6 a first start reads: all 14, paged forward from the cursor.
+    assert [ext for _, ext, _ in await posts(store)] == burst
+    assert await cursors(store) == {MENTIONS: server.notification_ids("mention")[-1]}
+    requests = server.calls("GET", "/api/v1/notifications")
+    assert all("max_id" not in r.query for r in requests[2:])
     await adapter.close()

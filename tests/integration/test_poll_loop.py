@@ -348,6 +348,30 @@ async def test_direct_messages_reach_the_hook_once(
     assert states == ["new", "new"]
 
 
+async def test_direct_messages_read_with_the_mentions_reach_the_hook_after_their_commit(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    # Mastodon reads direct messages with the mentions: one stream, posts of both kinds.
+    mixed = timeline(2) + timeline(2, "dms", first=3) + timeline(1, first=5)
+    seen: list[tuple[int, str | None, list[str]]] = []
+
+    async def on_direct_messages(ids: Sequence[int]) -> None:
+        async with store.read() as session:
+            states = (await session.scalars(
+                select(SocialPost.state).where(SocialPost.id.in_(ids))
+            )).all()
+        seen.append((len(ids), (await row(store)).cursor, list(states)))
+
+    platform = FakePlatform({"mentions": mixed})
+    m = monitor(store, platform, interpreter, ManualClock(START))
+    m.on_direct_messages = on_direct_messages
+    await m.poll_all()
+    await m.poll_all()
+    # Pages of 3: "1 2 3(dm)" then "4(dm) 5"; each page's direct message once, after the
+    # page and its cursor were committed.
+    assert seen == [(1, "3", ["new"]), (1, "5", ["new"])]
+
+
 async def test_the_loop_stops_on_request_and_hands_its_leases_back(
     store: Store, interpreter: EmbeddedInterpreter
 ) -> None:
