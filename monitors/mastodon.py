@@ -13,7 +13,7 @@ read of the 800 newest mentions. A first read that finds no mention still return
 full, forward from it, and never again as a first start.
 
 The notifications list is the one read in bulk, and Mastodon.py 2.x turns every answer into
-typed entities, field by field (~25 ms per notification on our machine, and no documented
+typed entities, field by field (6-12 ms a notification on our shared machine; no documented
 option returns plain JSON). So that list is fetched as plain JSON with the same requests
 session, token, user agent and timeout the client uses (`get_json`), and mapped to the same
 failures. Everything else (who we are, statuses, accounts, posting) goes through Mastodon.py.
