@@ -151,6 +151,26 @@ async def mark_retry(session: AsyncSession, row_id: int, at: datetime, error: st
     )
 
 
+async def release(session: AsyncSession, ids: list[int], worker: str) -> None:
+    """Claimed rows this worker will not send after all (it is stopping, or their lease is
+    running out before their turn): due again at once, for any worker, and the claim does not
+    count as an attempt. Only rows still claimed by this worker: a row whose lease ran out may
+    already be another worker's."""
+    if ids:
+        await session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id.in_(ids),
+                OutboxMessage.status == SENDING,
+                OutboxMessage.locked_by == worker,
+            )
+            .values(
+                status=PENDING, locked_by=None, locked_until=None,
+                attempts=OutboxMessage.attempts - 1,
+            )
+        )
+
+
 async def mark_dead(session: AsyncSession, row_id: int, error: str) -> None:
     await session.execute(
         update(OutboxMessage)
