@@ -63,8 +63,15 @@ def english_score(text: str) -> float:
 # --- Chinese --------------------------------------------------------------------------------
 
 _CLAUSE = re.compile(r"[，。！？；、,.!?;~～\n]+")
+# Mild negative words (weight <= 1.5: 旧, 小, 慢, 贵, 一般, 吵) mostly describe one detail
+# ("房间小了点", "早餐一般") and turn up in satisfied and unhappy messages alike; strong ones
+# (失望, 垃圾, 差评) state the verdict. A mild word still makes a text negative on its own; only
+# next to praise does it count for less.
+_MILD_NEGATIVE, _MILD_FACTOR = 1.5, 0.6
 _WEIGHTS: dict[str, float] = {w: v for w, v in lex.POSITIVE.items()}
-_WEIGHTS.update({w: -v for w, v in lex.NEGATIVE.items()})
+_WEIGHTS.update(
+    {w: -v * (_MILD_FACTOR if v <= _MILD_NEGATIVE else 1.0) for w, v in lex.NEGATIVE.items()}
+)
 _NEG_SET = frozenset(lex.NEGATORS)
 _BLOCK_SET = frozenset(lex.BLOCKERS)
 _CONTRAST = frozenset(lex.CONTRAST)
