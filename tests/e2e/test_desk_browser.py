@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from argon2 import PasswordHasher
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from bot import notifications
 from bot.dialogue import make_dialogue
@@ -57,14 +57,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 DOCS = ROOT / "docs"
 SHOTS = ("desk-queue.png", "desk-ticket.png", "desk-reports.png")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync",
-]
 NUMBER = re.compile(r"CL-\d+")
 WAIT_MS = 15_000
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
 LEAD, LEAD_PASSWORD = "mei", "desk-lead-pass-1"
 EVIL = '<img src=x onerror="window.__xss=1">'
 
@@ -190,16 +184,6 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
     await runner.cleanup()
     await intake.close()
     await store.close()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (make test-deps installs it)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 async def new_context(browser: Browser, service: Service, **options: Any) -> BrowserContext:

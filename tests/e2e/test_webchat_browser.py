@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from argon2 import PasswordHasher
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from bot import notifications
 from bot.dialogue import make_dialogue
@@ -42,14 +42,8 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 DOCS_SHOT = ROOT / "docs" / "webchat.png"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync",
-]
 NUMBER = re.compile(r"CL-\d+")
 WAIT_MS = 15_000
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
 
 
 @dataclass
@@ -106,16 +100,6 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
     await runner.cleanup()
     await intake.close()
     await store.close()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (make test-deps installs it)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 async def open_chat(browser: Browser, service: Service, **context: Any) -> Page:
