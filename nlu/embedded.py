@@ -28,12 +28,24 @@ from nlu.types import Parse, Ranked
 log = logging.getLogger(__name__)
 
 # Bump when features or model change, so old caches are not reused.
-MODEL_VERSION = "tfidf-sgd-1"
+MODEL_VERSION = "tfidf-sgd-nb-1"
 # L2 strength of the one-vs-rest logistic model (SGD). Weaker values fit the hand-written data
 # closer; 1e-5 gave the best out_of_scope recall for the fewest rejected retail messages when
 # compared with 3e-5 and 1e-4 (docs/nlu.md). SGD trains in about a second where lbfgs needed ~20 s.
 ALPHA = 1e-5
 EPOCHS = 50
+# The second linear model of the ensemble: complement naive Bayes on the same TF-IDF features
+# (NB-weighted linear models are strong on short texts; it generalises from few examples per
+# class where the logistic model memorises them). Its per-class log weights, centred per
+# feature, are added to the logistic model's weights with NB_WEIGHT, and the sum is scaled by
+# LOGIT_SCALE, so the ensemble is still one weight matrix and scoring costs the same. Chosen on
+# the dev sets (docs/nlu.md): +3 to +9 points on Bitext categories, Bitext core intents and
+# Banking77, out_of_scope recall unchanged; 5-fold cross-validation on nlu.yml moved by -0.6.
+NB_ALPHA = 0.1
+NB_WEIGHT = 0.5
+# Below 1 the ensemble is less sure of itself: adding NB's weights sharpens the logits, which
+# would otherwise push off-topic texts over the out_of_scope threshold.
+LOGIT_SCALE = 0.8
 # parse_many: from this many texts on, parsing leaves the event loop's thread.
 THREAD_BATCH = 64
 # parse_batch featurises this many distinct texts at a time: bounds the arrays of a huge batch.
@@ -139,6 +151,7 @@ def train(data: TrainingData, alpha: float = ALPHA) -> LinearModel:
     from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import SGDClassifier
+    from sklearn.naive_bayes import ComplementNB
 
     texts = [clean_for_model(e.text) for e in data.examples]
     labels = [e.intent for e in data.examples]
@@ -156,16 +169,22 @@ def train(data: TrainingData, alpha: float = ALPHA) -> LinearModel:
         class_weight="balanced",
         random_state=0,
     )
-    clf.fit(hstack([xc, xw]).tocsr(), labels)
+    features = hstack([xc, xw]).tocsr()
+    clf.fit(features, labels)
+    nb = ComplementNB(alpha=NB_ALPHA).fit(features, labels)
+    if list(nb.classes_) != list(clf.classes_):  # both sort the labels; never differs
+        raise RuntimeError("ensemble members disagree on the classes")
+    nb_weights = nb.feature_log_prob_.T.astype(np.float64)  # (features, classes)
+    nb_weights -= nb_weights.mean(axis=1, keepdims=True)
     n_char = xc.shape[1]
-    coef = clf.coef_.T.astype(np.float64)  # (features, classes)
+    coef = (clf.coef_.T.astype(np.float64) + NB_WEIGHT * nb_weights) * LOGIT_SCALE
     return LinearModel(
         classes=[str(x) for x in clf.classes_],
         char=FastTfidf(dict(char_vec.vocabulary_), char_vec.idf_, "char"),
         word=FastTfidf(dict(word_vec.vocabulary_), word_vec.idf_, "word"),
         w_char=np.ascontiguousarray(coef[:n_char]),
         w_word=np.ascontiguousarray(coef[n_char:]),
-        bias=clf.intercept_.astype(np.float64),
+        bias=clf.intercept_.astype(np.float64) * LOGIT_SCALE,
     )
 
 
