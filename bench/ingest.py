@@ -2,6 +2,12 @@
 plain bulk insert of the same rows in the same run. Prints figures; never passes or fails.
 
     .venv/bin/python -m bench.ingest [--posts 100000] [--batch 5000] [--only sqlite|postgres]
+                                     [--before REV]
+
+`--before REV` first runs the same benchmark with monitors/fingerprint.py, monitors/triage.py
+and storage/mentions.py as they were at git revision REV (in a child process), then with the
+working tree's; each line ends with a digest of what was stored (every post's group leader,
+group size, state, priority, parse fields), so equal digests mean identical results.
 
 The spike is what a viral complaint looks like: a dozen complaints retweeted, copied, quoted
 with a word or two added (by different people, with their own @handles, links and emoji), among
@@ -12,14 +18,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
 import random
+import runpy
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
+from sqlalchemy.orm import aliased
 
 from bench.databases import scratch_postgres
 from monitors.triage import Triage, TriageRules
@@ -36,6 +53,14 @@ from storage.mentions import (
     ingest,
 )
 from storage.migrate import upgrade
+from storage.models import SocialPost
+
+# What `--before` takes from the older revision.
+MEASURED = {
+    "monitors.fingerprint": "monitors/fingerprint.py",
+    "monitors.triage": "monitors/triage.py",
+    "storage.mentions": "storage/mentions.py",
+}
 
 VIRAL = [
     "@acme your store sold me rotten chicken and my kids got sick",
@@ -99,20 +124,47 @@ class Figures:
     posts: int
     seconds: float
     triage_seconds: float
+    tail_seconds: float  # from the end of the last triage to the last commit
     parsed: int
     plain_seconds: float
+    digest: str
+    load: str
 
     def line(self) -> str:
         rate = self.posts / self.seconds
         plain = self.posts / self.plain_seconds
         return (f"{self.name:<10} pipeline {rate:>8,.0f} mentions/s ({self.seconds:5.1f} s; "
-                f"triage {self.triage_seconds:4.1f} s, {self.parsed:,} texts parsed) | "
-                f"plain bulk insert {plain:>8,.0f} rows/s ({self.plain_seconds:4.1f} s) | "
-                f"ratio {rate / plain:.2f}")
+                f"triage {self.triage_seconds:4.1f} s, {self.parsed:,} texts parsed, last write "
+                f"{self.tail_seconds:4.1f} s after) | plain bulk insert {plain:>8,.0f} rows/s "
+                f"({self.plain_seconds:4.1f} s) | ratio {rate / plain:.2f} | stored {self.digest}"
+                f" | load {self.load}")
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+async def stored_digest(store: Store) -> str:
+    """A digest of every stored post's grouping and triage, independent of row ids."""
+    leader = aliased(SocialPost)
+    post = SocialPost
+    async with store.read() as session:
+        rows = (await session.execute(
+            select(post.platform, post.external_id, leader.external_id, post.group_size,
+                   post.state, post.priority, post.fingerprint, post.intent, post.category,
+                   post.language, post.sentiment_label, post.sentiment_score,
+                   post.raw.is_(None), post.posted_at)
+            .outerjoin(leader, leader.id == post.group_id)
+            .order_by(post.platform, post.external_id)
+        )).all()
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(repr(tuple(row)).encode())
+    return f"{len(rows):,} rows sha256 {h.hexdigest()[:12]}"
 
 
 async def pipeline(store: Store, interpreter: EmbeddedInterpreter, posts: list[Post],
-                   batch: int) -> tuple[float, float, int, list[NewMention]]:
+                   batch: int) -> tuple[float, float, float, int, list[NewMention]]:
     triage = Triage(interpreter, TriageRules())
     grouping = Grouping(window=timedelta(hours=24), flag_size=5)
     key = StreamKey("x", "42", "mentions")
@@ -137,9 +189,11 @@ async def pipeline(store: Store, interpreter: EmbeddedInterpreter, posts: list[P
         if writing is not None:
             await writing
         writing = asyncio.create_task(write(rows, page[-1].external_id))
+    last_triage = time.perf_counter()
     if writing is not None:
         await writing
-    return time.perf_counter() - started, triage_seconds, triage.parsed, kept
+    done = time.perf_counter()
+    return done - started, triage_seconds, done - last_triage, triage.parsed, kept
 
 
 async def plain_insert(store: Store, rows: list[NewMention], batch: int) -> float:
@@ -158,9 +212,12 @@ async def measure(name: str, url: str, plain_url: str, posts: list[Post], batch:
     try:
         await upgrade(store)
         await upgrade(plain_store)
-        seconds, triage_seconds, parsed, rows = await pipeline(store, interpreter, posts, batch)
+        at = load()
+        seconds, triage_seconds, tail, parsed, rows = await pipeline(
+            store, interpreter, posts, batch)
         plain = await plain_insert(plain_store, rows, batch)
-        return Figures(name, len(posts), seconds, triage_seconds, parsed, plain)
+        return Figures(name, len(posts), seconds, triage_seconds, tail, parsed, plain,
+                       await stored_digest(store), at)
     finally:
         await store.close()
         await plain_store.close()
@@ -172,16 +229,33 @@ async def main() -> None:
     ap.add_argument("--batch", type=int, default=5_000)
     ap.add_argument("--only", choices=("sqlite", "postgres"))
     ap.add_argument("--workers", type=int, default=0, help="NLU worker processes (0: none)")
+    ap.add_argument("--before", metavar="REV",
+                    help="first run the same with the measured modules as of git REV")
+    ap.add_argument("--label", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.before:
+        rest = [a for a in sys.argv[1:] if a not in ("--before", args.before)
+                and not a.startswith("--before=")]
+        code = "import bench.ingest as b; b.run_as_of()"
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", code, args.before,
+                                                     *rest)
+        if await child.wait() != 0:
+            raise SystemExit(f"the run as of {args.before} failed")
+        args.label = "now"
     interpreter = EmbeddedInterpreter(preload=True, workers=args.workers)
     posts = spike(args.posts)
+    # The spike is the benchmark's input, not the service's memory: keep the collector from
+    # walking its 100,000 posts again and again (the service holds one page at a time).
+    gc.collect()
+    gc.freeze()
     await interpreter.parse_many([f"warm up {i}" for i in range(256)])  # start the workers
     sample = [p.text for p in posts[:2000]]
     t = time.perf_counter()
     await interpreter.parse_many(sample)
     per_text = (time.perf_counter() - t) / len(sample)
     distinct = len({p.text for p in posts})
-    print(f"spike: {len(posts):,} posts, {distinct:,} distinct texts; NLU alone "
+    print(f"{args.label + ': ' if args.label else ''}"
+          f"spike: {len(posts):,} posts, {distinct:,} distinct texts; NLU alone "
           f"{1 / per_text:,.0f} texts/s with {args.workers} worker processes")
     results: list[Figures] = []
     if args.only in (None, "sqlite"):
@@ -189,13 +263,47 @@ async def main() -> None:
             results.append(await measure(
                 "sqlite", f"sqlite+aiosqlite:///{Path(tmp) / 'a.db'}",
                 f"sqlite+aiosqlite:///{Path(tmp) / 'b.db'}", posts, args.batch, interpreter))
-        print(results[-1].line(), flush=True)
+        print(f"{args.label + ' ' if args.label else ''}{results[-1].line()}", flush=True)
     if args.only in (None, "postgres"):
         async with scratch_postgres() as url, scratch_postgres() as plain_url:
             results.append(await measure("postgres", url, plain_url, posts, args.batch,
                                          interpreter))
-        print(results[-1].line(), flush=True)
+        print(f"{args.label + ' ' if args.label else ''}{results[-1].line()}", flush=True)
     await interpreter.close()
+
+
+class _AsOf(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports the measured modules from a git revision (`git show REV:path`)."""
+
+    def __init__(self, rev: str) -> None:
+        self.rev = rev
+
+    def find_spec(self, name: str, path: object = None, target: object = None
+                  ) -> importlib.machinery.ModuleSpec | None:
+        if name not in MEASURED:
+            return None
+        return importlib.util.spec_from_loader(name, self, origin=f"{self.rev}:{MEASURED[name]}")
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        source = subprocess.run(
+            ["git", "show", f"{self.rev}:{MEASURED[module.__name__]}"],
+            check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent,
+        ).stdout
+        exec(compile(source, f"{self.rev}:{MEASURED[module.__name__]}", "exec"), module.__dict__)
+
+
+def run_as_of() -> None:
+    """`python -c 'import bench.ingest as b; b.run_as_of()' REV [args]`: this benchmark with
+    the measured modules as of REV (what `--before` runs)."""
+    rev, args = sys.argv[1], sys.argv[2:]
+    for name in (*MEASURED, "bench.ingest"):
+        sys.modules.pop(name, None)
+    sys.meta_path.insert(0, _AsOf(rev))
+    sys.argv = ["bench.ingest", *args, "--label", rev]
+    runpy.run_module("bench.ingest", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

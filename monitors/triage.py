@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from monitors.fingerprint import NearDuplicates, fingerprint_of, light_text, words
+from monitors.fingerprint import NearDuplicates, TextPrints
 from monitors.types import DIRECT, Post
 from nlu.types import Interpreter, Parse
 from storage.mentions import FLAGGED, IGNORED, NEW, NewMention
@@ -77,6 +77,52 @@ def to_mention(post: Post, parse: Parse, rules: TriageRules, fp: str | None) -> 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What the rules take from one parse, worked out once per parse, not once per copy."""
+
+    language: str | None
+    intent: str
+    category: str | None
+    sentiment_label: str
+    sentiment_score: float
+    urgency: str
+    alarming: bool  # complaint, negative or urgent: flagged whoever the author is
+    complaint: bool
+
+    @classmethod
+    def of(cls, parse: Parse) -> _Verdict:
+        intent = parse.intent.name
+        return cls(
+            language=parse.language,
+            intent=intent,
+            category=parse.category.name if parse.category else None,
+            sentiment_label=parse.sentiment.label,
+            sentiment_score=round(float(parse.sentiment.score), 4),
+            urgency=parse.urgency,
+            alarming=(intent == "complaint" or parse.sentiment.label == "negative"
+                      or parse.urgency in URGENT),
+            complaint=intent == "complaint",
+        )
+
+
+def _mention(post: Post, v: _Verdict, rules: TriageRules, fp: str | None) -> NewMention:
+    """`to_mention` from a worked-out verdict (the same `review_state` and `priority`)."""
+    author = post.author
+    wide = (author.followers or 0) >= rules.reach_threshold
+    if post.stream == DIRECT:
+        state = NEW
+    else:
+        state = FLAGGED if v.alarming or wide else IGNORED
+    level = "P2" if wide and v.complaint and v.urgency not in URGENT else v.urgency
+    return NewMention(
+        post.platform, post.stream, post.external_id, post.text, post.posted_at, state,
+        post.url, author.id, author.username, author.name, author.followers, v.language,
+        v.intent, level, v.category, v.sentiment_label, v.sentiment_score, fp,
+        post.in_reply_to, post.raw,
+    )
+
+
 class Triage:
     """Parses and triages batches of posts. Holds the near-duplicate memory and a bounded
     parse cache for one process (one per poll loop or import, never a module global)."""
@@ -93,38 +139,45 @@ class Triage:
         self.rules = rules
         self.near = near if near is not None else NearDuplicates()
         self.cache_size = cache_size
-        self._parses: OrderedDict[str, Parse] = OrderedDict()
+        self.prints = TextPrints(max_entries=max(cache_size, 1000) * 2)
+        self._parses: OrderedDict[str, _Verdict] = OrderedDict()
         self.parsed = 0  # texts actually sent to the NLU (the benchmark reports it)
 
     async def mentions(self, posts: Sequence[Post]) -> list[NewMention]:
+        prints = [self.prints.of(post.text) for post in posts]
+        # Near-duplicates for the public posts with words, the batch's new MinHashes at once.
+        social = [
+            i for i, (post, (_, _, fp)) in enumerate(zip(posts, prints, strict=True))
+            if fp is not None and post.stream != DIRECT
+        ]
+        fps: list[str | None] = [fp for _, _, fp in prints]
+        canon = self.near.canonical_many([(prints[i][2] or "", prints[i][1]) for i in social])
+        for i, same in zip(social, canon, strict=True):
+            fps[i] = same
         keys: list[str] = []
-        fps: list[str | None] = []
-        for post in posts:
-            tokens = words(post.text)
-            fp = fingerprint_of(tokens)
-            if fp is not None and post.stream != DIRECT:
-                fp = self.near.canonical(fp, tokens)
-            fps.append(fp)
+        for post, (light, _, _), fp in zip(posts, prints, fps, strict=True):
             # Direct messages are parsed one by one: the dialogue answers their exact words.
             keys.append(
-                f"f:{fp}" if fp is not None and post.stream != DIRECT
-                else f"t:{light_text(post.text)}"
+                f"f:{fp}" if fp is not None and post.stream != DIRECT else f"t:{light}"
             )
+        parses = self._parses
         todo: dict[str, str] = {}
         for key, post in zip(keys, posts, strict=True):
-            if key not in self._parses and key not in todo:
+            if key not in parses and key not in todo:
                 todo[key] = post.text
         if todo:
             parsed = await self.interpreter.parse_many(list(todo.values()))
             self.parsed += len(parsed)
             for key, parse in zip(todo, parsed, strict=True):
-                self._parses[key] = parse
+                parses[key] = _Verdict.of(parse)
+        rules = self.rules
         out = [
-            to_mention(post, self._parses[key], self.rules, fp)
+            _mention(post, parses[key], rules, fp)
             for post, key, fp in zip(posts, keys, fps, strict=True)
         ]
-        for key in keys:
-            self._parses.move_to_end(key)
-        while len(self._parses) > self.cache_size:
-            self._parses.popitem(last=False)
+        # Least recently used first, as moving every key to the end in turn would leave them.
+        for key in reversed(dict.fromkeys(reversed(keys))):
+            parses.move_to_end(key)
+        while len(parses) > self.cache_size:
+            parses.popitem(last=False)
         return out

@@ -8,17 +8,38 @@ transaction, so a crash neither loses nor doubles a post.
   at it. A group that reaches `flag_size` is flagged (unless it is praise) and a flagged
   complaint rises to P2 (CONTRACT §5: repeated contact, wide reach). Only `new`/`ignored`/
   `flagged` leaders change: a person's decision (ticketed, replied, dismissed) stands.
-- Core statements and multi-row INSERTs: a 100,000-mention spike is a few hundred statements.
+- Fast path (`_ingest_known`): the keys already stored are read first, ids are taken from the
+  sequence (PostgreSQL) or after the highest (SQLite, whose write lock is held from BEGIN
+  IMMEDIATE), and every new row of the batch goes in with one COPY (PostgreSQL) or one driver
+  executemany (SQLite), bypassing per-row SQLAlchemy work. It runs in a savepoint: a post that
+  another process stored meanwhile makes the COPY fail on the unique key, the savepoint rolls
+  back, and the batch goes through the general path below instead (same result).
+- General path (`_ingest_on_conflict`): Core statements and multi-row INSERT .. ON CONFLICT DO
+  NOTHING RETURNING; any dialect, and the fallback of the fast one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, func, or_, select, tuple_, update
+import asyncpg
+from sqlalchemy import (
+    Dialect,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -216,10 +237,26 @@ async def ingest(
     if not batch:
         return result
     batch.sort(key=lambda m: m.posted_at)
+    if _dialect(session) in ("postgresql", "sqlite"):
+        try:
+            async with session.begin_nested():
+                return await _ingest_known(session, batch, grouping, now, result)
+        except (asyncpg.UniqueViolationError, sqlite3.IntegrityError):
+            pass  # stored by another process since we looked: the general path skips it
+    return await _ingest_on_conflict(session, batch, grouping, now, result)
 
-    existing = await _existing_leaders(session, batch, grouping.window)
-    # Per post: None (leads a new group or stands alone), an int (the id of a stored leader) or
-    # the batch position of the post leading its group in this batch.
+
+def _dialect(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
+def _assign(
+    batch: Sequence[NewMention], existing: dict[str, list[tuple[datetime, int]]],
+    window: timedelta,
+) -> tuple[list[int | tuple[int] | None], dict[int, int]]:
+    """Per post: None (leads a new group or stands alone), an int (the id of a stored leader)
+    or the 1-tuple of the batch position of the post leading its group in this batch; and
+    the number of batch members per batch leader position."""
     assignment: list[int | tuple[int] | None] = []
     batch_leader: dict[str, int] = {}  # fingerprint -> position of the newest leader in batch
     members: dict[int, int] = {}  # batch leader position -> members in batch
@@ -229,16 +266,188 @@ async def ingest(
             assignment.append(None)
             continue
         lead = batch_leader.get(fp)
-        if lead is not None and batch[lead].posted_at >= m.posted_at - grouping.window:
+        if lead is not None and batch[lead].posted_at >= m.posted_at - window:
             assignment.append((lead,))
             members[lead] = members.get(lead, 0) + 1
             continue
-        stored = _stored_leader(existing.get(fp, ()), m.posted_at, grouping.window)
+        stored = _stored_leader(existing.get(fp, ()), m.posted_at, window)
         if stored is not None:
             assignment.append(stored)
             continue
         batch_leader[fp] = pos
         assignment.append(None)
+    return assignment, members
+
+
+# The columns the fast path writes, in order (the others keep their defaults: NULL).
+_COLUMNS = (
+    "id", "platform", "stream", "external_id", "url", "author_id", "author_username",
+    "author_name", "author_followers", "text", "language", "posted_at", "fetched_at", "state",
+    "intent", "priority", "category", "sentiment_label", "sentiment_score", "group_id",
+    "group_size", "fingerprint", "in_reply_to", "raw", "version",
+)
+
+
+async def _ingest_known(
+    session: AsyncSession, batch: list[NewMention], grouping: Grouping, now: datetime,
+    result: IngestResult,
+) -> IngestResult:
+    """The general path's result, with the stored keys read first so that every row of the
+    batch is written in one bulk statement (see the module doc)."""
+    existing = await _existing_leaders(session, batch, grouping.window)
+    stored = await _stored_keys(session, batch)
+    assignment, members = _assign(batch, existing, grouping.window)
+    is_stored = [(m.platform, m.external_id) in stored for m in batch]
+
+    # Leaders first, then members: ids in that order, as the general path gives them.
+    lead_pos = [p for p, a in enumerate(assignment) if a is None and not is_stored[p]]
+    member_pos = [p for p, a in enumerate(assignment) if a is not None and not is_stored[p]]
+    ids = await _take_ids(session, len(lead_pos) + len(member_pos))
+    position_id = dict(zip(lead_pos, ids, strict=False))
+    for p, a in enumerate(assignment):
+        if a is None and is_stored[p]:  # stored before: its batch members join its group
+            row_id, group_id = stored[(batch[p].platform, batch[p].external_id)]
+            position_id[p] = group_id or row_id
+    result.duplicates += sum(is_stored)
+
+    # A batch leader counts its new members; it escalates on all its copies in the batch
+    # (some stored before are repeated contact all the same), as the general path does.
+    new_members: dict[int, int] = {}
+    leader_of: list[int] = []
+    for p in member_pos:
+        a = assignment[p]
+        leader_id = position_id[a[0]] if isinstance(a, tuple) else a
+        assert leader_id is not None
+        leader_of.append(leader_id)
+        new_members[leader_id] = new_members.get(leader_id, 0) + 1
+    flag_size = grouping.flag_size
+    rows: list[tuple[Any, ...]] = []
+    for p, row_id in zip(lead_pos, ids, strict=False):
+        m = batch[p]
+        state, priority = escalate(
+            m.state, m.intent, m.priority, 1 + members.get(p, 0), flag_size
+        )
+        rows.append(_values(m, row_id, now, state, priority, None, 1 + new_members.pop(row_id, 0)))
+        if state == FLAGGED:
+            result.flagged += 1
+        if m.stream == DIRECT_STREAM:
+            result.direct_ids.append(row_id)
+    for p, row_id, leader_id in zip(member_pos, ids[len(lead_pos):], leader_of, strict=True):
+        m = batch[p]
+        rows.append(_values(m, row_id, now, m.state, m.priority, leader_id, 1))
+    await _write_rows(session, rows)
+    result.inserted += len(rows)
+    result.grouped = len(member_pos)
+    # What is left in new_members are stored leaders: they grow by their new members.
+    await _grow_leaders(session, new_members, flag_size)
+    return result
+
+
+def _values(m: NewMention, row_id: int, now: datetime, state: str, priority: str | None,
+            group_id: int | None, group_size: int) -> tuple[Any, ...]:
+    return (
+        row_id, m.platform, m.stream, m.external_id, m.url, m.author_id, m.author_username,
+        m.author_name, m.author_followers, m.text, m.language, m.posted_at, now, state,
+        m.intent, priority, m.category, m.sentiment_label, m.sentiment_score, group_id,
+        group_size, m.fingerprint, m.in_reply_to, m.raw, 1,
+    )
+
+
+async def _driver(session: AsyncSession) -> Any:
+    """The DBAPI driver's own connection (asyncpg, aiosqlite), in the session's transaction."""
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+async def _stored_keys(
+    session: AsyncSession, batch: Sequence[NewMention]
+) -> dict[tuple[str, str], tuple[int, int | None]]:
+    """(platform, external_id) -> (id, group_id) of the batch's posts already stored."""
+    by_platform: dict[str, list[str]] = {}
+    for m in batch:
+        by_platform.setdefault(m.platform, []).append(m.external_id)
+    found: dict[tuple[str, str], tuple[int, int | None]] = {}
+    for platform, external_ids in by_platform.items():
+        if _dialect(session) == "postgresql":
+            rows = await (await _driver(session)).fetch(
+                "SELECT external_id, id, group_id FROM social_posts"
+                " WHERE platform = $1 AND external_id = ANY($2::text[])",
+                platform, external_ids,
+            )
+            found.update(((platform, e), (i, g)) for e, i, g in rows)
+            continue
+        for i in range(0, len(external_ids), _CHUNK):
+            got = await session.execute(
+                select(POSTS.c.external_id, POSTS.c.id, POSTS.c.group_id).where(
+                    POSTS.c.platform == platform,
+                    POSTS.c.external_id.in_(external_ids[i : i + _CHUNK]),
+                )
+            )
+            found.update(((platform, e), (r, g)) for e, r, g in got.all())
+    return found
+
+
+async def _take_ids(session: AsyncSession, n: int) -> list[int]:
+    """n new post ids, ascending."""
+    if n == 0:
+        return []
+    if _dialect(session) == "postgresql":
+        got = await session.execute(
+            text("SELECT nextval(pg_get_serial_sequence('social_posts', 'id'))"
+                 " FROM generate_series(1, :n)"),
+            {"n": n},
+        )
+        return sorted(row[0] for row in got.all())
+    # SQLite: the transaction began IMMEDIATE, so no one else inserts before our commit;
+    # rowids continue after the highest, as SQLite itself would number them.
+    top = await session.scalar(select(func.max(POSTS.c.id)))
+    start = (top or 0) + 1
+    return list(range(start, start + n))
+
+
+def _processors(dialect: Dialect) -> list[Callable[[Any], Any] | None]:
+    """SQLAlchemy's own conversion per column (times to UTC, JSON to text): the rows are
+    stored exactly as the general path stores them."""
+    return [POSTS.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in _COLUMNS]
+
+
+async def _write_rows(session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    assert session.bind is not None
+    dialect = session.bind.dialect
+    convert = [(i, f) for i, f in enumerate(_processors(dialect)) if f is not None]
+    if convert:
+        rows = [_converted(row, convert) for row in rows]
+    driver = await _driver(session)
+    if dialect.name == "postgresql":
+        # Binary COPY: the fastest way into PostgreSQL; the unique key still holds (a post
+        # stored by someone else meanwhile fails it, see `ingest`).
+        await driver.copy_records_to_table("social_posts", records=rows, columns=_COLUMNS)
+        return
+    marks = ", ".join("?" for _ in _COLUMNS)
+    await driver.executemany(
+        f"INSERT INTO social_posts ({', '.join(_COLUMNS)}) VALUES ({marks})", rows
+    )
+
+
+def _converted(
+    row: tuple[Any, ...], convert: list[tuple[int, Callable[[Any], Any]]]
+) -> tuple[Any, ...]:
+    out = list(row)
+    for i, f in convert:
+        out[i] = f(out[i])
+    return tuple(out)
+
+
+async def _ingest_on_conflict(
+    session: AsyncSession, batch: list[NewMention], grouping: Grouping, now: datetime,
+    result: IngestResult,
+) -> IngestResult:
+    """The general path: INSERT .. ON CONFLICT DO NOTHING RETURNING, leaders then members."""
+    existing = await _existing_leaders(session, batch, grouping.window)
+    assignment, members = _assign(batch, existing, grouping.window)
 
     # 1. Leaders and lone posts. Their group size counts the batch members that follow; the
     # rare member skipped as already stored is corrected below.
