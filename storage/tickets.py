@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, literal, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import outbox
@@ -23,7 +25,16 @@ from storage.lifecycle import (
     default_priority,
     format_number,
 )
-from storage.models import Agent, ChannelIdentity, Customer, Message, Survey, Ticket, TicketEvent
+from storage.models import (
+    Agent,
+    ChannelIdentity,
+    Customer,
+    Message,
+    OutboxMessage,
+    Survey,
+    Ticket,
+    TicketEvent,
+)
 from storage.sla import SlaPolicy, resume_deadlines
 
 SUBJECT_CHARS = 80
@@ -173,6 +184,116 @@ async def create_ticket(session: AsyncSession, rules: TicketRules, new: NewTicke
             now=now,
         )
     return ticket
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedTicket:
+    """What `create_ticket_core` wrote: the ticket's id and, when it made the ticket for a
+    customer reachable in a channel, the confirmation's outbox row (its id and columns)."""
+
+    id: int
+    created: bool  # False when the intake_key had already made this ticket
+    confirmation_id: int | None = None
+    confirmation: dict[str, Any] | None = None
+
+
+_TICKETS = cast(Table, Ticket.__table__)
+_EVENTS = cast(Table, TicketEvent.__table__)
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+_EVENT_COLUMNS = ("ticket_id", "at", "type", "actor", "to_value")
+# The keys of `ticket_row` (tests/integration/test_ticket_service.py compares the rows both
+# create paths write, so a column added there and not here fails a test).
+_TICKET_COLUMNS = (
+    "kind", "status", "priority", "category", "channel", "customer_id", "identity_id",
+    "subject", "description", "order_number", "store", "language", "needs_human", "created_at",
+    "updated_at", "first_response_due", "resolution_due", "intake_key", "version",
+)
+
+
+def _pg_ticket_and_event() -> Any:
+    """PostgreSQL: the ticket and its `created` event in one statement (the event inserted
+    from the ticket CTE's RETURNING). A used intake_key inserts neither and returns no row.
+    Every bound name is prefixed, so none can be taken for a column of the outer INSERT."""
+    ticket = (
+        pg_insert(_TICKETS)
+        .values({k: bindparam(f"t_{k}", type_=_TICKETS.c[k].type) for k in _TICKET_COLUMNS})
+        .on_conflict_do_nothing(index_elements=[_TICKETS.c.intake_key])
+        .returning(_TICKETS.c.id)
+        .cte("new_ticket")
+    )
+    return (
+        insert(_EVENTS)
+        .from_select(
+            list(_EVENT_COLUMNS),
+            select(
+                ticket.c.id,
+                bindparam("e_at", type_=_EVENTS.c.at.type),
+                literal("created", _EVENTS.c.type.type),
+                bindparam("e_actor", type_=_EVENTS.c.actor.type),
+                literal("new", _EVENTS.c.to_value.type),
+            ),
+        )
+        .returning(_EVENTS.c.ticket_id, _EVENTS.c.id)
+    )
+
+
+# Built once each, so SQLAlchemy compiles them once (its statement cache).
+_PG_TICKET_AND_EVENT = _pg_ticket_and_event()
+_SQLITE_TICKET = (
+    sqlite_insert(_TICKETS)
+    .on_conflict_do_nothing(index_elements=[_TICKETS.c.intake_key])
+    .returning(_TICKETS.c.id)
+)
+_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
+_INSERT_CONFIRMATION = insert(_OUTBOX).returning(_OUTBOX.c.id)
+
+
+async def create_ticket_core(
+    session: AsyncSession,
+    rules: TicketRules,
+    new: NewTicket,
+    *,
+    confirmation_due: datetime | None = None,
+) -> CreatedTicket:
+    """`create_ticket` in Core statements, for the chat's hot path: the same rows (ticket,
+    `created` event, the confirmation's outbox row) without the ORM's unit of work. On
+    PostgreSQL two round trips (ticket + event, then the confirmation), on SQLite three; the
+    ORM path takes a SELECT of the intake key and three flushes. A used intake_key writes
+    nothing and returns the existing ticket (`created=False`, no confirmation: the caller
+    finds the one written the first time). `confirmation_due` holds the confirmation back
+    from the outbox worker (a chat sends it itself, as the turn's reply)."""
+    now = rules.clock()
+    row = ticket_row(rules, new, now)
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        params = {f"t_{k}": v for k, v in row.items()}
+        found = (await conn.execute(
+            _PG_TICKET_AND_EVENT, params | {"e_at": now, "e_actor": new.actor}
+        )).first()
+        ticket_id, event_id = (found[0], found[1]) if found is not None else (None, None)
+    else:
+        ticket_id = (await conn.execute(_SQLITE_TICKET, row)).scalar()
+        event_id = None
+        if ticket_id is not None:
+            event_id = (await conn.execute(_INSERT_EVENT, {
+                "ticket_id": ticket_id, "at": now, "type": "created", "actor": new.actor,
+                "to_value": "new",
+            })).scalar_one()
+    if ticket_id is None or event_id is None:
+        existing = (await conn.execute(
+            select(Ticket.id).where(Ticket.intake_key == new.intake_key)
+        )).scalar_one()
+        return CreatedTicket(id=existing, created=False)
+    if new.identity_id is None:
+        return CreatedTicket(id=ticket_id, created=True)
+    confirmation = {
+        "key": f"event:{event_id}", "channel": new.channel, "identity_id": new.identity_id,
+        "ticket_id": ticket_id, "kind": "ticket_created",
+        "payload": created_payload(row, ticket_id), "status": outbox.PENDING, "attempts": 0,
+        "next_attempt_at": confirmation_due or now, "created_at": now,
+    }
+    confirmation_id = (await conn.execute(_INSERT_CONFIRMATION, confirmation)).scalar_one()
+    return CreatedTicket(ticket_id, True, confirmation_id, confirmation)
 
 
 async def load_ticket(session: AsyncSession, ticket_id: int, *, for_update: bool = False) -> Ticket:

@@ -14,12 +14,12 @@ from typing import Any
 from sqlalchemy import select
 
 from bot import catalog
-from bot.flows.turn import Keyboard, Turn, button
+from bot.flows.turn import Keyboard, PendingReply, Said, Turn, button
 from nlu.types import CATEGORIES, Parse
 from storage import conversations
 from storage.lifecycle import PRIORITIES, default_priority
 from storage.models import OutboxMessage
-from storage.tickets import MAX_TEXT, NewTicket, create_ticket
+from storage.tickets import MAX_TEXT, NewTicket, create_ticket, create_ticket_core
 
 INTAKE_KINDS = ("complaint", "suggestion", "praise")
 # Steps of the intake, in the order questions are asked.
@@ -355,23 +355,43 @@ async def create(turn: Turn, *, needs_human: bool = False) -> int:
     draft = draft_of(turn)
     new = ticket_fields(turn, draft)
     new.needs_human = needs_human
-    ticket = await create_ticket(turn.session, turn.rules, new)
+    if turn.session.new or any(s.row.id is None for s in turn.said):
+        # ORM rows waiting for a flush (which a Core statement would not wait for), or
+        # replies said before the ticket, whose ids must stay below the confirmation's: the
+        # ORM flush writes them first (bot/flows/turn.py). No flow does either before
+        # creating today, so this is the rare path.
+        ticket_id = (await create_ticket(turn.session, turn.rules, new)).id
+        created = None
+    else:
+        # The common path: Core statements, the confirmation due only after the reply grace
+        # (as `Turn.adopt` would set it), so the worker leaves it to the channel.
+        created = await create_ticket_core(
+            turn.session, turn.rules, new, confirmation_due=turn.now + turn.policy.grace
+        )
+        ticket_id = created.id
     if draft.get("files"):
         await conversations.attach_pending_to_ticket(
-            turn.session, turn.conversation.id, ticket.id
+            turn.session, turn.conversation.id, ticket_id
         )
-    turn.attachments_to_ticket = ticket.id
-    row = _created_row(turn, ticket.id) or await _stored_created_row(turn, ticket.id)
-    if row is not None:
+    turn.attachments_to_ticket = ticket_id
+    if created is not None and created.confirmation is not None:
+        reply = PendingReply(created.confirmation, id=created.confirmation_id)
         for reply_text, buttons in render_payload(
-            "ticket_created", row.payload, ticket.id, now=turn.now
+            "ticket_created", created.confirmation["payload"], ticket_id, now=turn.now
         ):
-            turn.adopt(row, reply_text, buttons)
-    turn.conversation.ticket_id = ticket.id
+            turn.said.append(Said(row=reply, text=reply_text, buttons=buttons))
+    else:
+        row = _created_row(turn, ticket_id) or await _stored_created_row(turn, ticket_id)
+        if row is not None:
+            for reply_text, buttons in render_payload(
+                "ticket_created", row.payload, ticket_id, now=turn.now
+            ):
+                turn.adopt(row, reply_text, buttons)
+    turn.conversation.ticket_id = ticket_id
     turn.state.pop("draft", None)
-    turn.state["done"] = [flow_no(turn), ticket.id]
+    turn.state["done"] = [flow_no(turn), ticket_id]
     turn.step = None
-    return ticket.id
+    return ticket_id
 
 
 def _created_row(turn: Turn, ticket_id: int) -> OutboxMessage | None:

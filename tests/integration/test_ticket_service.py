@@ -228,3 +228,89 @@ async def test_a_failed_transaction_leaves_nothing_half_written(store: Store) ->
     async with store.read() as s:
         for model in (Ticket, TicketEvent, OutboxMessage):
             assert await s.scalar(select(func.count()).select_from(model)) == 0
+
+
+def _columns(row: object, skip: set[str]) -> dict[str, object]:
+    table = row.__table__  # type: ignore[attr-defined]
+    return {c.name: getattr(row, c.key) for c in table.columns if c.name not in skip}
+
+
+Columns = dict[str, object]
+
+
+async def _written(store: Store, ticket_id: int) -> tuple[Columns, list[Columns], list[Columns]]:
+    """Everything a create wrote for one ticket, minus ids and what derives from them."""
+    async with store.read() as s:
+        ticket = await s.get(Ticket, ticket_id)
+        events = (await s.scalars(
+            select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(TicketEvent.id)
+        )).all()
+        messages = (await s.scalars(
+            select(OutboxMessage).where(OutboxMessage.ticket_id == ticket_id)
+        )).all()
+    assert ticket is not None
+    [event] = events
+    for m in messages:  # the key and the number name the cause: the event, the ticket
+        assert m.key == f"event:{event.id}" and m.payload["number"] == f"CL-{ticket_id}"
+    return (
+        _columns(ticket, {"id", "intake_key"}),
+        [_columns(e, {"id", "ticket_id"}) for e in events],
+        [_columns(m, {"id", "ticket_id", "key"})
+         | {"payload": {k: v for k, v in m.payload.items() if k != "number"}}
+         for m in messages],
+    )
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+async def test_the_core_create_path_writes_the_same_rows_as_the_orm_path(
+    store: Store, reachable: bool
+) -> None:
+    clock = ManualClock()
+    r = rules(clock)
+    who = await chat_customer(store, r)
+
+    def new(key: str) -> tickets.NewTicket:
+        return tickets.NewTicket(
+            kind="complaint", channel="telegram", description="  The milk was sour  ",
+            customer_id=who.customer_id, identity_id=who.id if reachable else None,
+            category="product_quality", priority="P2", order_number="123-4567",
+            store="Canal Street", language="zh", needs_human=True, actor="customer",
+            intake_key=key,
+        )
+
+    async with store.transaction() as s:
+        orm = (await tickets.create_ticket(s, r, new("chat:1:1"))).id
+    async with store.transaction() as s:
+        core = await tickets.create_ticket_core(s, r, new("chat:1:2"))
+    assert core.created and core.id > orm
+    orm_rows, core_rows = await _written(store, orm), await _written(store, core.id)
+    assert core_rows == orm_rows
+    assert len(orm_rows[2]) == (1 if reachable else 0)
+    if reachable:
+        [row] = await _outbox(store, core.id)
+        assert core.confirmation_id == row.id and core.confirmation is not None
+        assert core.confirmation["payload"] == row.payload
+
+
+async def test_a_retried_core_create_returns_the_same_ticket_and_writes_nothing(
+    store: Store,
+) -> None:
+    clock = ManualClock()
+    r = rules(clock)
+    who = await chat_customer(store, r)
+    new = tickets.NewTicket(kind="complaint", channel="telegram", description="late parcel",
+                            customer_id=who.customer_id, identity_id=who.id,
+                            intake_key="chat:7:3")
+    async with store.transaction() as s:
+        first = await tickets.create_ticket_core(s, r, new)
+    clock.advance(seconds=5)
+    async with store.transaction() as s:
+        again = await tickets.create_ticket_core(s, r, new)
+    async with store.transaction() as s:
+        orm_again = await tickets.create_ticket(s, r, new)
+    assert first.created and not again.created
+    assert again.id == first.id == orm_again.id and again.confirmation_id is None
+    async with store.read() as s:
+        assert await s.scalar(select(func.count()).select_from(Ticket)) == 1
+        assert await s.scalar(select(func.count()).select_from(TicketEvent)) == 1
+    assert len(await _outbox(store, first.id)) == 1
