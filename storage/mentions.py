@@ -370,9 +370,13 @@ async def _stored_keys(
     found: dict[tuple[str, str], tuple[int, int | None]] = {}
     for platform, external_ids in by_platform.items():
         if _dialect(session) == "postgresql":
+            # A join with the array, not `= ANY($2)`: after five runs PostgreSQL may plan
+            # the prepared statement generically, and ANY then became a scan of the table
+            # testing every row against the whole array (seconds per batch).
             rows = await (await _driver(session)).fetch(
-                "SELECT external_id, id, group_id FROM social_posts"
-                " WHERE platform = $1 AND external_id = ANY($2::text[])",
+                "SELECT p.external_id, p.id, p.group_id"
+                " FROM unnest($2::text[]) AS k(external_id)"
+                " JOIN social_posts p ON p.platform = $1 AND p.external_id = k.external_id",
                 platform, external_ids,
             )
             found.update(((platform, e), (i, g)) for e, i, g in rows)
