@@ -321,20 +321,22 @@ async def _ingest_known(
         leader_of.append(leader_id)
         new_members[leader_id] = new_members.get(leader_id, 0) + 1
     flag_size = grouping.flag_size
+    assert session.bind is not None
+    values = _row_values(session.bind.dialect, now)
     rows: list[tuple[Any, ...]] = []
     for p, row_id in zip(lead_pos, ids, strict=False):
         m = batch[p]
         state, priority = escalate(
             m.state, m.intent, m.priority, 1 + members.get(p, 0), flag_size
         )
-        rows.append(_values(m, row_id, now, state, priority, None, 1 + new_members.pop(row_id, 0)))
+        rows.append(values(m, row_id, state, priority, None, 1 + new_members.pop(row_id, 0)))
         if state == FLAGGED:
             result.flagged += 1
         if m.stream == DIRECT_STREAM:
             result.direct_ids.append(row_id)
     for p, row_id, leader_id in zip(member_pos, ids[len(lead_pos):], leader_of, strict=True):
         m = batch[p]
-        rows.append(_values(m, row_id, now, m.state, m.priority, leader_id, 1))
+        rows.append(values(m, row_id, m.state, m.priority, leader_id, 1))
     await _write_rows(session, rows)
     result.inserted += len(rows)
     result.grouped = len(member_pos)
@@ -343,14 +345,42 @@ async def _ingest_known(
     return result
 
 
-def _values(m: NewMention, row_id: int, now: datetime, state: str, priority: str | None,
-            group_id: int | None, group_size: int) -> tuple[Any, ...]:
-    return (
-        row_id, m.platform, m.stream, m.external_id, m.url, m.author_id, m.author_username,
-        m.author_name, m.author_followers, m.text, m.language, m.posted_at, now, state,
-        m.intent, priority, m.category, m.sentiment_label, m.sentiment_score, group_id,
-        group_size, m.fingerprint, m.in_reply_to, m.raw, 1,
-    )
+_RowValues = Callable[[NewMention, int, str, "str | None", "int | None", int], tuple[Any, ...]]
+# Columns whose values SQLAlchemy converts before the driver sees them; `_row_values` applies
+# those conversions (a new one must be added there: the assertion below says so).
+_CONVERTED = {"posted_at", "fetched_at", "sentiment_score", "raw"}
+
+
+def _row_values(dialect: Dialect, now: datetime) -> _RowValues:
+    """Makes the driver-ready row of a mention: SQLAlchemy's own conversions (times to UTC,
+    JSON to text, on SQLite times to its text format), so the rows are stored exactly as the
+    general path stores them, applied once where the value is the same for the whole batch."""
+    processors = {
+        c: POSTS.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in _COLUMNS
+    }
+    unknown = {c for c, f in processors.items() if f is not None} - _CONVERTED
+    assert not unknown, f"convert {unknown} in _row_values"
+
+    def same(value: Any) -> Any:
+        return value
+
+    to_time = processors["posted_at"] or same
+    to_float = processors["sentiment_score"] or same
+    to_json = processors["raw"] or same
+    fetched = (processors["fetched_at"] or same)(now)
+    null = to_json(None)
+
+    def values(m: NewMention, row_id: int, state: str, priority: str | None,
+               group_id: int | None, group_size: int) -> tuple[Any, ...]:
+        return (
+            row_id, m.platform, m.stream, m.external_id, m.url, m.author_id, m.author_username,
+            m.author_name, m.author_followers, m.text, m.language, to_time(m.posted_at),
+            fetched, state, m.intent, priority, m.category, m.sentiment_label,
+            to_float(m.sentiment_score), group_id, group_size, m.fingerprint, m.in_reply_to,
+            null if m.raw is None else to_json(m.raw), 1,
+        )
+
+    return values
 
 
 async def _driver(session: AsyncSession) -> Any:
@@ -410,22 +440,11 @@ async def _take_ids(session: AsyncSession, n: int) -> list[int]:
     return list(range(start, start + n))
 
 
-def _processors(dialect: Dialect) -> list[Callable[[Any], Any] | None]:
-    """SQLAlchemy's own conversion per column (times to UTC, JSON to text): the rows are
-    stored exactly as the general path stores them."""
-    return [POSTS.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in _COLUMNS]
-
-
 async def _write_rows(session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
     if not rows:
         return
-    assert session.bind is not None
-    dialect = session.bind.dialect
-    convert = [(i, f) for i, f in enumerate(_processors(dialect)) if f is not None]
-    if convert:
-        rows = [_converted(row, convert) for row in rows]
     driver = await _driver(session)
-    if dialect.name == "postgresql":
+    if _dialect(session) == "postgresql":
         # Binary COPY: the fastest way into PostgreSQL; the unique key still holds (a post
         # stored by someone else meanwhile fails it, see `ingest`).
         await driver.copy_records_to_table("social_posts", records=rows, columns=_COLUMNS)
@@ -434,15 +453,6 @@ async def _write_rows(session: AsyncSession, rows: list[tuple[Any, ...]]) -> Non
     await driver.executemany(
         f"INSERT INTO social_posts ({', '.join(_COLUMNS)}) VALUES ({marks})", rows
     )
-
-
-def _converted(
-    row: tuple[Any, ...], convert: list[tuple[int, Callable[[Any], Any]]]
-) -> tuple[Any, ...]:
-    out = list(row)
-    for i, f in convert:
-        out[i] = f(out[i])
-    return tuple(out)
 
 
 async def _ingest_on_conflict(
