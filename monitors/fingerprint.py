@@ -22,6 +22,7 @@ import unicodedata
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -34,13 +35,23 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 # Words that carry nothing about the complaint but vary between copies.
 _NOISE = frozenset({"rt", "amp", "via", "cc"})
 _SPACES = re.compile(r"\s+")
+_T = TypeVar("_T")
 
 
 def light_text(text: str) -> str:
     """The text without what varies between copies of one post (retweet prefix, @handles,
     links, case, extra spaces): identical results mean one parse can serve all of them."""
-    t = unicodedata.normalize("NFKC", text or "")
-    t = _RETWEET.sub("", t)
+    return _light_core(_unretweeted(text))
+
+
+def _unretweeted(text: str) -> str:
+    """The first step of `light_text`: normalised, retweet prefix gone (retweets of one post
+    by different people are equal from here on)."""
+    return _RETWEET.sub("", unicodedata.normalize("NFKC", text or ""))
+
+
+def _light_core(t: str) -> str:
+    """The rest of `light_text`."""
     t = _LINK.sub(" ", t)
     t = _HANDLE.sub(" ", t)
     return _SPACES.sub(" ", t.lower()).strip()
@@ -91,12 +102,16 @@ _SEEDS = tuple(
 )
 
 
-def _bands(tokens: frozenset[str]) -> list[tuple[int, int, int]]:
-    """The reference MinHash of one text (`_bands_many` computes the same values in bulk)."""
+def _bands(tokens: frozenset[str]) -> list[bytes]:
+    """The reference MinHash of one text (`_bands_many` computes the same values in bulk):
+    per band, its ROWS minimums as little-endian 64-bit numbers."""
     # crc32, not hash(): stable across processes, so tests and behaviour are reproducible.
     hashes = [zlib.crc32(t.encode()) for t in tokens]
     mins = [min((a * h + b) % _PRIME for h in hashes) for a, b in _SEEDS]
-    return [(band, mins[band * ROWS], mins[band * ROWS + 1]) for band in range(BANDS)]
+    return [
+        b"".join(m.to_bytes(8, "little") for m in mins[band * ROWS : (band + 1) * ROWS])
+        for band in range(BANDS)
+    ]
 
 
 # (a * h + b) mod 2^61-1 for a 32-bit h, exactly, in uint64: a and b are reduced mod the prime,
@@ -107,23 +122,33 @@ _B = np.array([b % _PRIME for _, b in _SEEDS], dtype=np.uint64)[:, None]
 _A_HI, _A_LO = _A >> _U(32), _A & _U(0xFFFFFFFF)
 
 
-def _bands_many(token_sets: Sequence[frozenset[str]]) -> list[list[tuple[int, int, int]]]:
-    """`_bands` of many non-empty token sets in one pass over all their tokens."""
+def _bands_many(
+    token_sets: Sequence[frozenset[str]], crc: dict[str, int] | None = None
+) -> list[list[bytes]]:
+    """`_bands` of many non-empty token sets in one pass over all their tokens; `crc`
+    remembers the tokens' crc32 between calls."""
     if not token_sets:
         return []
+    crc = {} if crc is None else crc
     hashes: list[int] = []
     starts: list[int] = []
     for tokens in token_sets:
         starts.append(len(hashes))
-        hashes.extend(zlib.crc32(t.encode()) for t in tokens)
-    h = np.array(hashes, dtype=np.uint64)[None, :]
-    high, low = _A_HI * h, _A_LO * h  # < 2^61 and < 2^64: no overflow
+        for t in tokens:
+            h = crc.get(t)
+            if h is None:
+                h = crc[t] = zlib.crc32(t.encode())
+            hashes.append(h)
+    h_row = np.array(hashes, dtype=np.uint64)[None, :]
+    high, low = _A_HI * h_row, _A_LO * h_row  # < 2^61 and < 2^64: no overflow
     folded = ((high >> _U(29)) + ((high & _U((1 << 29) - 1)) << _U(32))
               + (low & _U(_PRIME)) + (low >> _U(61)) + _B)  # < 2^63
-    mins = np.minimum.reduceat(folded % _U(_PRIME), np.array(starts), axis=1).T.tolist()
-    return [
-        [(band, m[band * ROWS], m[band * ROWS + 1]) for band in range(BANDS)] for m in mins
-    ]
+    mins = np.minimum.reduceat(folded % _U(_PRIME), np.array(starts), axis=1)
+    # One row per text, each band's ROWS minimums as one 16-byte key.
+    keys: list[list[bytes]] = (
+        np.ascontiguousarray(mins.T).astype("<u8").view(f"V{8 * ROWS}").tolist()
+    )
+    return keys
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -146,8 +171,10 @@ class NearDuplicates:
         self.max_entries = max_entries
         self._canonical: OrderedDict[str, str] = OrderedDict()  # fingerprint -> canonical one
         self._words: dict[str, frozenset[str]] = {}  # canonical fingerprint -> its words
-        self._bands: dict[tuple[int, int, int], str] = {}
-        self._bands_of: dict[str, list[tuple[int, int, int]]] = {}
+        # Per band: its key -> the first remembered text that has it.
+        self._bands: list[dict[bytes, str]] = [{} for _ in range(BANDS)]
+        self._bands_of: dict[str, list[bytes]] = {}
+        self._crc: dict[str, int] = {}  # token -> crc32, bounded like the texts
 
     def __len__(self) -> int:
         return len(self._canonical)
@@ -158,42 +185,58 @@ class NearDuplicates:
     def canonical_many(self, items: Sequence[tuple[str, frozenset[str]]]) -> list[str]:
         """`canonical` of each (fingerprint, words) in order, as if called one by one; the
         MinHash of the texts not known yet is computed in one pass first."""
+        canonical, remembered = self._canonical, self._words
         new: dict[str, frozenset[str]] = {}
         for fp, tokens in items:
             if fp not in new and len(tokens) >= self.min_words:
-                known = self._canonical.get(fp)
-                if known is None or known not in self._words:
+                known = canonical.get(fp)
+                if known is None or known not in remembered:
                     new[fp] = tokens
-        bands_of = dict(zip(new, _bands_many(list(new.values())), strict=True))
-        return [self._canonical_one(fp, tokens, bands_of) for fp, tokens in items]
+        if len(self._crc) > 4 * self.max_entries:
+            self._crc.clear()
+        bands_of = dict(zip(new, _bands_many(list(new.values()), self._crc), strict=True))
+        out: list[str] = []
+        for fp, tokens in items:
+            known = canonical.get(fp)
+            if known is not None and known in remembered:  # the usual case in a spike
+                canonical.move_to_end(fp)
+                out.append(known)
+            else:
+                out.append(self._place(fp, tokens, bands_of))
+        return out
 
-    def _canonical_one(
-        self, fp: str, tokens: frozenset[str], bands_of: dict[str, list[tuple[int, int, int]]]
-    ) -> str:
-        known = self._canonical.get(fp)
-        if known is not None and known in self._words:
-            self._canonical.move_to_end(fp)
-            return known
+    def _place(self, fp: str, tokens: frozenset[str], bands_of: dict[str, list[bytes]]) -> str:
+        """A text not mapped yet: onto the first similar remembered one, or remembered."""
         target = fp
-        bands: list[tuple[int, int, int]] = []
-        if len(tokens) >= self.min_words:
+        bands: list[bytes] = []
+        n = len(tokens)
+        if n >= self.min_words:
             bands = bands_of.get(fp) or _bands(tokens)
             tried: set[str] = set()
-            for band in bands:
-                candidate = self._bands.get(band)
-                if candidate is not None and candidate != fp and candidate not in tried:
-                    tried.add(candidate)  # one text often shares several bands: check it once
-                    other = self._words.get(candidate)
-                    if other is not None and jaccard(tokens, other) >= self.threshold:
-                        target = candidate
-                        break
+            for band, key in enumerate(bands):
+                candidate = self._bands[band].get(key)
+                if candidate is None or candidate == fp or candidate in tried:
+                    continue
+                tried.add(candidate)  # one text often shares several bands: check it once
+                other = self._words.get(candidate)
+                if other is None:
+                    continue
+                m = len(other)
+                # Jaccard is at most the ratio of the sizes (float division is monotonic, so
+                # this never turns away a pair `jaccard` would accept).
+                if min(n, m) / max(n, m) < self.threshold:
+                    continue
+                both = len(tokens & other)
+                if both / (n + m - both) >= self.threshold:  # = jaccard(tokens, other)
+                    target = candidate
+                    break
         self._canonical[fp] = target
         if target == fp:
             self._words[fp] = tokens
             if bands:
                 self._bands_of[fp] = bands
-                for band in bands:
-                    self._bands.setdefault(band, fp)
+                for band, key in enumerate(bands):
+                    self._bands[band].setdefault(key, fp)
         self._evict()
         return target
 
@@ -201,20 +244,21 @@ class NearDuplicates:
         while len(self._canonical) > self.max_entries:
             fp, _ = self._canonical.popitem(last=False)
             if self._words.pop(fp, None) is not None:
-                for band in self._bands_of.pop(fp, ()):
-                    if self._bands.get(band) == fp:
-                        del self._bands[band]
+                for band, key in enumerate(self._bands_of.pop(fp, ())):
+                    if self._bands[band].get(key) == fp:
+                        del self._bands[band][key]
 
 
 class TextPrints:
     """What `light_text`, `words` and `fingerprint` make of a text, remembered per text: a
-    spike repeats a few texts thousands of times (retweets differ only in the @handle, which
-    `light_text` drops, so a second level is keyed by the light text). Bounded: when full it
-    starts afresh, which costs one recomputation per text and nothing in correctness."""
+    spike repeats a few texts thousands of times, and retweets of one post differ only in the
+    retweeter's @handle, so a second level is keyed by the text without its retweet prefix.
+    Bounded: when full it starts afresh, which costs recomputation and nothing else."""
 
     def __init__(self, max_entries: int = 50_000) -> None:
         self.max_entries = max_entries
         self._by_text: dict[str, tuple[str, frozenset[str], str | None]] = {}
+        self._by_core: dict[str, tuple[str, frozenset[str], str | None]] = {}
         self._by_light: dict[str, tuple[frozenset[str], str | None]] = {}
 
     def of(self, text: str) -> tuple[str, frozenset[str], str | None]:
@@ -222,16 +266,21 @@ class TextPrints:
         got = self._by_text.get(text)
         if got is not None:
             return got
-        light = light_text(text)
-        seen = self._by_light.get(light)
-        if seen is None:
-            tokens = words_of_light(light)
-            seen = (tokens, fingerprint_of(tokens))
-            if len(self._by_light) >= self.max_entries:
-                self._by_light.clear()
-            self._by_light[light] = seen
-        got = (light, seen[0], seen[1])
-        if len(self._by_text) >= self.max_entries:
-            self._by_text.clear()
-        self._by_text[text] = got
+        core = _unretweeted(text)
+        got = self._by_core.get(core)
+        if got is None:
+            light = _light_core(core)
+            seen = self._by_light.get(light)
+            if seen is None:
+                tokens = words_of_light(light)
+                seen = (tokens, fingerprint_of(tokens))
+                self._remember(self._by_light, light, seen)
+            got = (light, seen[0], seen[1])
+            self._remember(self._by_core, core, got)
+        self._remember(self._by_text, text, got)
         return got
+
+    def _remember(self, memo: dict[str, _T], key: str, value: _T) -> None:
+        if len(memo) >= self.max_entries:
+            memo.clear()
+        memo[key] = value
