@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -366,7 +366,7 @@ def _row_values(dialect: Dialect, now: datetime) -> _RowValues:
     def same(value: Any) -> Any:
         return value
 
-    to_time = processors["posted_at"] or same
+    to_time = _fast_sqlite_time(processors["posted_at"], now) or processors["posted_at"] or same
     to_float = processors["sentiment_score"] or same
     to_json = processors["raw"] or same
     fetched = (processors["fetched_at"] or same)(now)
@@ -383,6 +383,24 @@ def _row_values(dialect: Dialect, now: datetime) -> _RowValues:
         )
 
     return values
+
+
+def _fast_sqlite_time(
+    processor: Callable[[Any], Any] | None, sample: datetime
+) -> Callable[[datetime], Any] | None:
+    """SQLite stores times as naive UTC text; `isoformat` writes SQLAlchemy's format about
+    five times faster than its processor chain. Used only when both agree on `sample`;
+    a naive time still goes to SQLAlchemy's processor, which refuses it."""
+    if processor is None or not isinstance(processor(sample), str):
+        return None
+
+    def fast(value: datetime) -> Any:
+        if value is None or value.tzinfo is None:
+            return processor(value)
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    probe = sample.replace(microsecond=0)  # SQLAlchemy always writes the microseconds
+    return fast if fast(sample) == processor(sample) and fast(probe) == processor(probe) else None
 
 
 async def _driver(session: AsyncSession) -> Any:
