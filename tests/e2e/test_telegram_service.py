@@ -32,13 +32,18 @@ async def _say(fake: FakeTelegram, who: Customer, text: str) -> str:
 
 
 async def _press(fake: FakeTelegram, who: Customer, prefix: str) -> str | None:
-    for m in reversed(fake.bot_messages(who.id)):
-        for row in m.get("reply_markup", {}).get("inline_keyboard", []):
-            for b in row:
-                if b["callback_data"].startswith(prefix):
-                    before = len(fake.bot_messages(who.id))
-                    fake.press(who, m["message_id"], b["callback_data"])
-                    return await _texts_after(fake, who.id, before)
+    """Presses a button of the newest message that has buttons, as a person would (older
+    keyboards stay on screen, but belong to questions already answered)."""
+    asking = [m for m in fake.bot_messages(who.id) if m.get("reply_markup")]
+    if not asking:
+        return None
+    m = asking[-1]
+    for row in m["reply_markup"].get("inline_keyboard", []):
+        for b in row:
+            if b["callback_data"].startswith(prefix):
+                before = len(fake.bot_messages(who.id))
+                fake.press(who, m["message_id"], b["callback_data"])
+                return await _texts_after(fake, who.id, before)
     return None
 
 
