@@ -191,7 +191,10 @@ async def _in_intake(turn: Turn) -> None:
             await status.answer(turn, number)
             intake.ask(turn, turn.step or "describe")
             return
-        if parse.intent.name == "request_human" and parse.intent.confidence >= 0.8:
+        if (
+            parse.intent.name == "request_human"
+            and parse.intent.confidence >= turn.policy.human_confidence
+        ):
             await handoff.request(turn)
             return
     await intake.answer_text(turn)

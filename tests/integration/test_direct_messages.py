@@ -179,7 +179,7 @@ async def test_a_failing_dialogue_keeps_the_customers_messages_for_later(
     clock = ManualClock(datetime.now(UTC))
     mei = MastodonCustomer(store, server, clock)
     await mei.write("hello")
-    await mei.write("are you there?")
+    await mei.write("do you deliver on Sundays?")
 
     async def broken(inbound: Inbound) -> list[Reply]:
         raise RuntimeError("database went away")
