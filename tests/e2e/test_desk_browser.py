@@ -12,11 +12,9 @@ docs/desk-queue.png, docs/desk-ticket.png and docs/desk-reports.png are refreshe
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import re
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,20 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from argon2 import PasswordHasher
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from bot import notifications
-from bot.dialogue import make_dialogue
-from bot.webchat import WebChat
-from desk.app import make_app
-from desk.context import DeskContext
 from storage.accounts import secret_key, upsert_agent
 from storage.clock import ManualClock, utc_now
 from storage.db import Store, create_store
-from storage.dispatch import DispatchPolicy, run_dispatcher
-from storage.intake import TicketIntake
 from storage.migrate import upgrade
 from storage.models import SocialPost
 from storage.sla import SlaPolicy
@@ -49,7 +39,7 @@ from storage.tickets import (
     move_ticket,
     record_survey,
 )
-from tests.integration.test_dialogue_support import shared_interpreter
+from tests.e2e.browser import serve_desk_with_chat
 
 pytestmark = pytest.mark.e2e
 
@@ -69,12 +59,6 @@ class Service:
     base: str
     requests: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def seed_mentions(store: Store) -> None:
@@ -166,23 +150,8 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
                            now=rules.clock(), display_name="Mei Lin")
     await seed_history(store)
     await seed_mentions(store)
-    chat = WebChat(store, make_dialogue(store, rules, shared_interpreter()), secret,
-                   notifications.render)
-    intake = TicketIntake(store, rules)
-    ctx = DeskContext(store=store, rules=rules, hasher=hasher, intake=intake, secret=secret)
-    runner = web.AppRunner(make_app(ctx, extra=[chat.hook]), handle_signals=False)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    stop = asyncio.Event()
-    worker = asyncio.ensure_future(run_dispatcher(
-        store, {"webchat": chat.sender}, DispatchPolicy(idle_seconds=0.2), stop, worker="e2e"
-    ))
-    yield Service(store, f"http://127.0.0.1:{port}")
-    stop.set()
-    await worker
-    await runner.cleanup()
-    await intake.close()
+    async with serve_desk_with_chat(store, rules, hasher, secret) as base:
+        yield Service(store, base)
     await store.close()
 
 

@@ -8,34 +8,25 @@ the README's docs/webchat.png is refreshed too.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from argon2 import PasswordHasher
 from playwright.async_api import Browser, Page, expect
 
-from bot import notifications
-from bot.dialogue import make_dialogue
-from bot.webchat import WebChat
-from desk.app import make_app
-from desk.context import DeskContext
+from storage.accounts import secret_key
 from storage.db import Store, create_store
-from storage.dispatch import DispatchPolicy, run_dispatcher
-from storage.intake import TicketIntake
 from storage.migrate import upgrade
 from storage.models import Agent
 from storage.sla import SlaPolicy
 from storage.tickets import TicketRules, move_ticket
 from storage.tickets import reply as agent_reply
-from tests.integration.test_dialogue_support import shared_interpreter
+from tests.e2e.browser import serve_desk_with_chat
 
 pytestmark = pytest.mark.e2e
 
@@ -67,38 +58,15 @@ class Service:
             await agent_reply(s, self.rules, int(number[3:]), text, public=True, agent=alice)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
     store = create_store(f"sqlite+aiosqlite:///{tmp_path / 'careloop.db'}")
     await upgrade(store)
     rules = TicketRules(sla=SlaPolicy())
     async with store.transaction() as s:
-        from storage.accounts import secret_key
-
         secret = await secret_key(s)
-    chat = WebChat(store, make_dialogue(store, rules, shared_interpreter()), secret,
-                   notifications.render)
-    intake = TicketIntake(store, rules)
-    ctx = DeskContext(store=store, rules=rules, hasher=PasswordHasher(), intake=intake)
-    runner = web.AppRunner(make_app(ctx, extra=[chat.hook]), handle_signals=False)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    stop = asyncio.Event()
-    worker = asyncio.ensure_future(run_dispatcher(
-        store, {"webchat": chat.sender}, DispatchPolicy(idle_seconds=0.2), stop, worker="e2e"
-    ))
-    yield Service(store, rules, f"http://127.0.0.1:{port}")
-    stop.set()
-    await worker
-    await runner.cleanup()
-    await intake.close()
+    async with serve_desk_with_chat(store, rules, PasswordHasher(), secret) as base:
+        yield Service(store, rules, base)
     await store.close()
 
 
