@@ -57,9 +57,25 @@ from storage.tickets import TicketRules
 SECRET = "bench_secret"
 # One customer's side of a conversation, over and over: a complaint, a skipped question, the
 # confirmation (a ticket), a status question, a greeting.
-SCRIPT = [
-    "My parcel for order 123-4567 never arrived", "skip", "yes", "/status", "hello",
+SCRIPT = ["{complaint}", "skip", "yes", "/status", "hello"]
+# Every complaint is a new text (a phrasing and an order number), as real complaints are: the
+# NLU parses each one. The short replies repeat, as they do in real chats.
+COMPLAINTS = [
+    "My parcel for order {order} never arrived",
+    "order {order} came damaged, the box was crushed and the mug is broken",
+    "I was charged twice for order {order}, please refund one payment",
+    "the delivery for {order} is a week late and nobody answers the phone",
+    "wrong size sent for order {order}, I ordered a medium",
+    "订单{order}的快递一直没到，已经等了十天了",
 ]
+
+
+def script_text(customer: int, n: int) -> str:
+    item = SCRIPT[(n + customer) % len(SCRIPT)]
+    if item != "{complaint}":
+        return item
+    template = COMPLAINTS[(customer + n // len(SCRIPT)) % len(COMPLAINTS)]
+    return template.format(order=f"{100 + customer % 900}-{n:04d}")
 ECHO_BASE, OURS_BASE, FANOUT_BASE = 100_000, 200_000, 1_000_000
 
 
@@ -95,15 +111,20 @@ async def _child_main(conn: Connection) -> None:
     await fake.stop()
 
 
-async def _drive(fake: Any, base: int, customers: int, seconds: float, script: list[str],
-                 warmup: list[str]) -> dict[str, Any]:
+async def _drive(
+    fake: Any, base: int, customers: int, seconds: float, warmup: list[str]
+) -> dict[str, Any]:
     from tests.fakes.telegram_updates import Customer as TgCustomer
 
     loop = asyncio.get_running_loop()
     first_reply: dict[int, asyncio.Future[float]] = {}
     delivered: dict[int, asyncio.Future[None]] = {}
 
+    sends = 0
+
     def on_send(chat_id: int, _msg: dict[str, Any]) -> None:
+        nonlocal sends
+        sends += 1
         f = first_reply.get(chat_id)
         if f is not None and not f.done():
             f.set_result(time.monotonic())
@@ -145,17 +166,19 @@ async def _drive(fake: Any, base: int, customers: int, seconds: float, script: l
         n = 0
         while time.monotonic() < deadline:
             # Customers start at different points of the script, so the mix is steady.
-            await one(who, script[(n + i) % len(script)], measured=True)
+            await one(who, script_text(i, n), measured=True)
             n += 1
 
     # Warm-up first (identities, conversations, connections), then the measured window.
     await asyncio.gather(*(warm(i) for i in range(customers)))
+    sends = 0
     started = time.monotonic()
     await asyncio.gather(*(customer(i, started + seconds) for i in range(customers)))
     elapsed = time.monotonic() - started
     latencies.sort()
     return {
         "messages": len(latencies), "elapsed": elapsed, "timeouts": timeouts,
+        "replies_per_message": sends / max(len(latencies), 1),
         "p50": _pct(latencies, 50), "p99": _pct(latencies, 99),
         "violations": len(fake.violations),
     }
@@ -254,7 +277,7 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
                    warmup: list[str], trips: dict[str, int] | None = None) -> dict[str, Any]:
     # The warm-up (first contact: customers, identities, conversations) runs first, outside
     # the CPU measurement: its messages are not counted, so its CPU must not be either.
-    await child.ask("drive", base=base, customers=args.customers, seconds=0, script=SCRIPT,
+    await child.ask("drive", base=base, customers=args.customers, seconds=0,
                     warmup=warmup)
     profiler = cProfile.Profile() if args.profile and base != ECHO_BASE else None
     before = dict(trips or {})
@@ -262,7 +285,7 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
     if profiler is not None:
         profiler.enable()
     result: dict[str, Any] = await child.ask(
-        "drive", base=base, customers=args.customers, seconds=args.seconds, script=SCRIPT,
+        "drive", base=base, customers=args.customers, seconds=args.seconds,
         warmup=[],
     )
     if profiler is not None:
@@ -285,16 +308,21 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
 
 
 async def ours_phase(
-    child: Child, token: str, store: Store, args: argparse.Namespace, base: int, transport: str
+    child: Child, token: str, store: Store, args: argparse.Namespace, base: int, variant: str
 ) -> tuple[dict[str, Any], Timed, TelegramChannel, web.AppRunner]:
     timed = Timed()
     interpreter = TimedInterpreter(make_interpreter("embedded"), timed)
     await interpreter.parse("warm up the model")
     timed.nlu.clear()
+    # A variant is a transport plus flags: "aiohttp-inline" marks replies delivered inline,
+    # one transaction each, as before the background batch (bot/delivery.py); "-locked" runs
+    # every turn in a locked transaction, as before optimistic turns (ChatPolicy.optimistic).
+    transport, *flags = variant.split("-")
     inner = make_dialogue(store, TicketRules(sla=SlaPolicy()), interpreter,  # type: ignore[arg-type]
                           policy=ChatPolicy(burst=1_000_000,
                                             concurrency=args.concurrency or
-                                            ChatPolicy.concurrency))
+                                            ChatPolicy.concurrency,
+                                            optimistic="locked" not in flags))
 
     async def dialogue(inbound: Any) -> Any:
         started = time.perf_counter()
@@ -309,13 +337,10 @@ async def ours_phase(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/telegram/webhook"
-    # "aiohttp-inline": replies marked delivered inline, one transaction each, as before the
-    # background batch (bot/delivery.py).
-    transport, _, marking = transport.partition("-")
     channel = TelegramChannel(
         token, child.api_base, "webhook", url, SECRET, dialogue, store,
         transport=transport,  # type: ignore[arg-type]
-        mark_delivered=delivery.mark_delivered if marking == "inline" else None,
+        mark_delivered=delivery.mark_delivered if "inline" in flags else None,
     )
     channel.webhook_hook(app)
     await runner.setup()
@@ -328,8 +353,10 @@ async def ours_phase(
     def on_statement(*_a: Any) -> None:
         trips["statements"] += 1
 
-    def on_begin(*_a: Any) -> None:
-        trips["transactions"] += 1
+    def on_begin(conn: Any) -> None:
+        # An optimistic turn's connection autobegins too, but sends no BEGIN (AUTOCOMMIT).
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            trips["transactions"] += 1
 
     event.listen(store.engine.sync_engine, "before_cursor_execute", on_statement)
     event.listen(store.engine.sync_engine, "begin", on_begin)
@@ -423,8 +450,9 @@ async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
                   f"{r['timeouts']:10d}")
         for name, r in rows[1:]:
             ratio = r["cpu_per_message_ms"] / max(echo["cpu_per_message_ms"], 1e-9)
-            print(f"per-message CPU, {name} / echo: {ratio:.1f}x; database per message: "
-                  f"{r['trips']['statements']:.2f} statements in "
+            print(f"per-message CPU, {name} / echo: {ratio:.2f}x; per message: "
+                  f"{r['replies_per_message']:.2f} replies (echo {echo['replies_per_message']:.2f})"
+                  f", {r['trips']['statements']:.2f} statements in "
                   f"{r['trips']['transactions']:.2f} transactions")
         if timed.dialogue:
             d = statistics.mean(timed.dialogue) * 1000
@@ -453,8 +481,10 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--fanout", type=int, default=10_000)
     ap.add_argument("--transport", default="aiohttp",
-                    help="careloop's reply transport(s), comma-separated to compare in one run: "
-                         "aiohttp (bot/telegram_http.py) or httpx (PTB's default)")
+                    help="careloop variant(s), comma-separated to compare in one run: the reply "
+                         "transport, aiohttp (bot/telegram_http.py) or httpx (PTB's default), "
+                         "optionally with -inline (delivered marks inline) and/or -locked "
+                         "(every turn in a locked transaction): e.g. aiohttp,aiohttp-locked")
     ap.add_argument("--echo-transport", choices=["httpx", "aiohttp"], default="httpx")
     ap.add_argument("--concurrency", type=int, default=0,
                     help="the dialogue's transactions in flight (ChatPolicy.concurrency); "

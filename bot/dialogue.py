@@ -19,11 +19,13 @@ import re
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot import catalog
 from bot.channel import Dialogue, Inbound, Reply
 from bot.flows import handoff, intake, status, survey
 from bot.flows.turn import ChatPolicy, Turn, button, menu
+from bot.understanding import Understanding
 from nlu.types import Interpreter, Parse
 from storage import conversations
 from storage.clock import Clock
@@ -56,18 +58,39 @@ def make_dialogue(
     may run one over the same store."""
     now_of = clock or rules.clock
     chat = policy or ChatPolicy()
+    understanding = Understanding(interpreter)
     slots = asyncio.Semaphore(chat.concurrency)
+    # Optimistic turns run their statements outside a transaction (PostgreSQL only).
+    autocommit = (
+        store.engine.execution_options(isolation_level="AUTOCOMMIT")
+        if store.is_postgres and chat.optimistic else None
+    )
 
     async def dialogue(inbound: Inbound) -> list[Reply]:
         text = (inbound.text or "").strip()[:MAX_TEXT]
         # Understood before the transaction: a Rasa backend is an HTTP call, and on SQLite an
         # open transaction holds the one write lock.
-        parse = await interpreter.parse(text) if text and not text.startswith("/") else None
+        parse = await understanding.parse(text) if text and not text.startswith("/") else None
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 async with slots:
-                    return await _handle(store, rules, chat, now_of, inbound, text, parse)
-            except (IntegrityError, conversations.TicketChanged):
+                    # After a lost race, locked: a customer's burst then queues on the row lock
+                    # instead of racing again.
+                    if autocommit is not None and attempt == 1:
+                        try:
+                            async with autocommit.connect() as conn:
+                                return await _turn(
+                                    store, None, conn, rules, chat, now_of, inbound, text, parse
+                                )
+                        except conversations.NeedsTransaction:
+                            pass  # nothing was written: the same event, in a transaction
+                    async with store.transaction() as session:
+                        turn_replies = await _turn(
+                            store, session, await session.connection(), rules, chat, now_of,
+                            inbound, text, parse,
+                        )
+                    return turn_replies  # after the commit: the outbox ids exist now
+            except (IntegrityError, conversations.TurnRaced):
                 if attempt == ATTEMPTS:
                     raise
                 log.info("conversation write raced (attempt %d); retrying", attempt)
@@ -76,8 +99,10 @@ def make_dialogue(
     return dialogue
 
 
-async def _handle(
+async def _turn(
     store: Store,
+    session: AsyncSession | None,
+    conn: AsyncConnection,
     rules: TicketRules,
     policy: ChatPolicy,
     now_of: Clock,
@@ -85,39 +110,37 @@ async def _handle(
     text: str,
     parse: Parse | None,
 ) -> list[Reply]:
-    async with store.transaction() as session:
-        now = now_of()
-        hint = catalog.language_of(inbound.language_hint)
-        loaded = await conversations.load_locked(
-            session,
-            channel=inbound.channel,
-            customer_ref=inbound.customer_ref,
-            message_ref=inbound.message_ref,
-            display_name=inbound.display_name,
-            language=hint,
-            now=now,
-            postgres=store.is_postgres,
-        )
-        if loaded.duplicate:
-            return []  # handled before: its replies are in the outbox already
-        conversation = loaded.conversation
-        state = dict(conversation.state or {})
-        turn = Turn(
-            session=session, rules=rules, policy=policy, now=now, inbound=inbound, text=text,
-            parse=parse, identity=loaded.identity, conversation=conversation,
-            lang=_language(state, conversation.language, hint, text, parse),
-            state=state, step=conversation.step, postgres=store.is_postgres,
-        )
-        if _throttled(turn):
-            await turn.finish()
-            return _replies(turn)
+    """One event, in `session`'s locked transaction, or optimistic (`session` None)."""
+    now = now_of()
+    hint = catalog.language_of(inbound.language_hint)
+    loaded = await conversations.load_locked(
+        session,
+        conn=conn,
+        channel=inbound.channel,
+        customer_ref=inbound.customer_ref,
+        message_ref=inbound.message_ref,
+        display_name=inbound.display_name,
+        language=hint,
+        now=now,
+        postgres=store.is_postgres,
+    )
+    if loaded.duplicate:
+        return []  # handled before: its replies are in the outbox already
+    conversation = loaded.conversation
+    state = dict(conversation.state or {})
+    turn = Turn(
+        conn=conn, tx=session, rules=rules, policy=policy, now=now, inbound=inbound,
+        text=text, parse=parse, identity=loaded.identity, conversation=conversation,
+        lang=_language(state, conversation.language, hint, text, parse),
+        state=state, step=conversation.step, postgres=store.is_postgres,
+    )
+    if not _throttled(turn):
         await _route(turn)
-        await turn.finish()
+    await turn.finish()
     return _replies(turn)
 
 
 def _replies(turn: Turn) -> list[Reply]:
-    # After the commit: the outbox ids exist now.
     return [Reply(text=s.text, buttons=s.buttons, ref=s.row.id) for s in turn.said]
 
 
@@ -255,8 +278,7 @@ async def _open_current_ticket(turn: Turn) -> int | None:
         return None
     loaded_id, status = turn.conversation.loaded_ticket
     if loaded_id != ticket_id:
-        conn = await turn.session.connection()
-        status = (await conn.execute(_TICKET_STATUS, {"id": ticket_id})).scalar()
+        status = (await turn.reader.execute(_TICKET_STATUS, {"id": ticket_id})).scalar()
     if status is None or status in DONE_STATUSES:
         return None
     return ticket_id

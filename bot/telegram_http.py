@@ -10,11 +10,15 @@ limiting) is still python-telegram-bot's: this class only moves bytes, as HTTPXR
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 class AiohttpRequest(BaseRequest):
@@ -96,7 +100,8 @@ class AiohttpRequest(BaseRequest):
             sock_read=read,
         )
 
-        data: aiohttp.FormData | dict[str, str] | None
+        data: aiohttp.FormData | bytes | None
+        headers: dict[str, str] | None = None
         if files:
             form = aiohttp.FormData(quote_fields=False)
             for name, value in (params or {}).items():
@@ -109,11 +114,18 @@ class AiohttpRequest(BaseRequest):
                 else:
                     form.add_field(name, upload)
             data = form
+        elif params:
+            # The form encoded here rather than by aiohttp: its FormData costs a quarter of a
+            # reply's CPU for what urlencode does in microseconds.
+            data = urlencode(params).encode("ascii")
+            headers = _FORM
         else:
-            data = params or None
+            data = None
 
         try:
-            async with session.request(method, url, data=data, timeout=timeout) as res:
+            async with session.request(
+                method, url, data=data, headers=headers, timeout=timeout
+            ) as res:
                 return res.status, await res.read()
         except (TimeoutError, aiohttp.ServerTimeoutError) as err:
             raise TimedOut from err

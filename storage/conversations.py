@@ -15,23 +15,30 @@ messages stays as the backstop.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
+    String,
     Table,
     bindparam,
+    cast,
     exists,
     func,
     insert,
+    literal,
     literal_column,
     null,
     select,
     true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from storage import outbox
@@ -42,13 +49,15 @@ from storage.models import (
     Conversation,
     Customer,
     Message,
+    OutboxMessage,
     Ticket,
     TicketEvent,
 )
 from storage.tickets import identity_for
 
-CONVERSATIONS = cast(Table, Conversation.__table__)
-MESSAGES = cast(Table, Message.__table__)
+CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
 
 # Tickets a customer still cares about: everything except closed (a resolved ticket may still
 # be waiting for their satisfaction score).
@@ -151,9 +160,15 @@ _SAVE = (
 INSERT_MESSAGE = insert(MESSAGES)
 
 
+class NeedsTransaction(Exception):
+    """An optimistic turn (no transaction, PostgreSQL) reached something only a locked
+    transaction may do: first contact, an ORM flow. The dialogue runs the event again in one."""
+
+
 async def load_locked(
-    session: AsyncSession,
+    session: AsyncSession | None,
     *,
+    conn: AsyncConnection,
     channel: str,
     customer_ref: str,
     message_ref: str | None,
@@ -162,14 +177,16 @@ async def load_locked(
     now: datetime,
     postgres: bool,
 ) -> Loaded:
-    """Identity, conversation (row-locked) and whether the event is a duplicate, in one query
-    on the common path; first contact creates the customer, identity and conversation."""
+    """Identity, conversation and whether the event is a duplicate, in one query on the common
+    path; first contact creates the customer, identity and conversation. In a transaction
+    (`session`) on PostgreSQL the conversation row is locked; without one (`session` None,
+    an optimistic turn) it is only read, and the turn's write checks its version instead."""
     key = message_key(customer_ref, message_ref)
     params = {"channel": channel, "customer_ref": customer_ref}
     if key:
         params["key"] = key
-    conn = await session.connection()
-    row = (await conn.execute(_LOAD[(postgres, bool(key))], params)).first()
+    locking = postgres and session is not None
+    row = (await conn.execute(_LOAD[(locking, bool(key))], params)).first()
     if row is not None:
         return Loaded(
             identity=IdentityRef(id=row[0], customer_id=row[1]),
@@ -182,6 +199,8 @@ async def load_locked(
     # First contact (or an identity made elsewhere, e.g. by an X DM intake): a concurrent first
     # event of the same customer fails on a unique constraint and the caller retries, finding
     # the row on the common path.
+    if session is None:
+        raise NeedsTransaction("first contact")
     identity = await identity_for(
         session, channel=channel, external_id=customer_ref, display_name=display_name,
         language=language, now=now,
@@ -245,8 +264,8 @@ _MESSAGE_COLUMNS = (
 )
 
 
-TICKETS = cast(Table, Ticket.__table__)
-EVENTS = cast(Table, TicketEvent.__table__)
+TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
+EVENTS: Table = TicketEvent.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,20 +282,34 @@ class OnTicket:
     external_id: str | None
 
 
-class TicketChanged(Exception):
-    """The ticket's status changed between the conversation's read and the write: the
-    transaction is rolled back and the dialogue runs the event again on fresh values."""
+class TurnRaced(Exception):
+    """What the turn read changed before its write (another event of the same customer in
+    another process, the desk moving the ticket): nothing was written, and the dialogue runs
+    the event again on fresh values."""
+
+
+class TicketChanged(TurnRaced):
+    """The ticket's status changed between the conversation's read and the write."""
+
+
+# Both raised by the database in the middle of the statement (careloop_expect, migration
+# 0008), as serialization failures; a deadlock with the desk is retried the same way.
+_RACED_STATES = ("40001", "40P01")
+# The kind of a chat reply's outbox row (bot.flows.turn.CHAT_REPLY).
+CHAT_REPLY_KIND = "chat_reply"
 
 
 def _writes_statement(with_message: bool, on_ticket: bool) -> Any:
-    """PostgreSQL: the conversation UPDATE and the inbound message (on the conversation, or on
-    its ticket with the ticket's event and touch) as one statement of data-modifying CTEs,
-    returning how many conversation rows were updated (the version check) and how many
-    tickets. Built once per shape at import, so its compiled form is cached. (The reply rows
-    stay a separate INSERT … RETURNING: a multi-row VALUES is not cacheable in SQLAlchemy, and
-    one CTE per reply would not keep the ids in the order things were said.)"""
+    """PostgreSQL: a turn's whole write as one statement of data-modifying CTEs, which is
+    atomic without a transaction around it:
+    - the conversation UPDATE, checked against the version the turn read;
+    - the inbound message, on the conversation, or on its open ticket with the ticket's event
+      and touch, checked against the status the turn read;
+    - the turn's replies as outbox rows (unnest of two arrays, so one statement shape serves
+      any number of replies and stays in SQLAlchemy's compiled cache), ids in the order said.
+    A failed check raises inside the statement (`careloop_expect`), which undoes all of it."""
     conv = CONVERSATIONS
-    # Every bound name here is prefixed (c_, t_, m_, e_): SQLAlchemy adds a SET for any
+    # Every bound name here is prefixed (c_, t_, m_, e_, r_): SQLAlchemy adds a SET for any
     # parameter named like a column of an UPDATE, CTEs included (tickets.language!).
     saved = (
         update(conv)
@@ -289,8 +322,11 @@ def _writes_statement(with_message: bool, on_ticket: bool) -> Any:
         .returning(conv.c.id)
         .cte("saved")
     )
-    ctes = [saved]
-    touched_count: Any = literal_column("0")
+    ctes: list[Any] = [saved]
+    checks = [func.careloop_expect(
+        select(func.count()).select_from(saved).scalar_subquery() == 1,
+        literal("conversation"),
+    )]
     if on_ticket:
         touched = (
             update(TICKETS)
@@ -319,17 +355,40 @@ def _writes_statement(with_message: bool, on_ticket: bool) -> Any:
             ),
         )
         ctes += [touched, on_ticket_message.cte("inbound"), event.cte("event")]
-        touched_count = select(func.count()).select_from(touched).scalar_subquery()
+        checks.append(func.careloop_expect(
+            select(func.count()).select_from(touched).scalar_subquery() == 1, literal("ticket")
+        ))
     elif with_message:
         ctes.append(
             insert(MESSAGES)
             .values({c: bindparam(f"m_{c}") for c in _MESSAGE_COLUMNS})
             .cte("inbound")
         )
-    return select(
-        select(func.count()).select_from(saved).scalar_subquery(), touched_count
-    ).add_cte(*ctes)
-
+    said = func.unnest(
+        bindparam("r_keys", type_=ARRAY(String)), bindparam("r_payloads", type_=ARRAY(String))
+    ).table_valued("key", "payload", with_ordinality="ord").render_derived(name="said")
+    replies = (
+        insert(OUTBOX).from_select(
+            ["key", "channel", "identity_id", "ticket_id", "kind", "payload", "status",
+             "attempts", "next_attempt_at", "created_at"],
+            select(
+                said.c.key, bindparam("r_channel", type_=OUTBOX.c.channel.type),
+                bindparam("r_identity_id", type_=OUTBOX.c.identity_id.type), null(),
+                literal(CHAT_REPLY_KIND), cast(said.c.payload, JSON),
+                literal(outbox.PENDING), literal(0),
+                bindparam("r_due", type_=OUTBOX.c.next_attempt_at.type),
+                bindparam("r_at", type_=OUTBOX.c.created_at.type),
+            # Ids are drawn as the rows come, so in the order the replies were said.
+            ).order_by(said.c.ord),
+        )
+        .returning(OUTBOX.c.id)
+        .cte("replies")
+    )
+    ctes.append(replies)
+    reply_ids = select(
+        func.array_agg(aggregate_order_by(replies.c.id, replies.c.id))
+    ).scalar_subquery()
+    return select(*checks, reply_ids).add_cte(*ctes)
 
 _WRITES = {
     (with_message, on_ticket): _writes_statement(with_message, on_ticket)
@@ -338,21 +397,39 @@ _WRITES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Replies:
+    """A turn's chat replies not written yet: outbox keys and payloads in the order said."""
+
+    keys: list[str]
+    payloads: list[dict[str, Any]]
+    channel: str
+    identity_id: int
+    due: datetime
+
+
 async def write_turn_pg(
-    session: AsyncSession,
+    conn: AsyncConnection,
     conversation: ConversationRow,
     *,
     inbound: dict[str, Any] | None,
     now: datetime,
     on_ticket: OnTicket | None = None,
-) -> None:
-    """`insert_inbound` (or `add_customer_message` on an open ticket) + `save_conversation` in
-    one round trip on PostgreSQL."""
+    replies: Replies,
+) -> list[int]:
+    """`insert_inbound` (or `add_customer_message` on an open ticket), the replies and
+    `save_conversation` in one statement on PostgreSQL, inside a transaction or without one.
+    Returns the replies' outbox ids; raises TurnRaced (nothing written) if the conversation's
+    version or the ticket's status is no longer what the turn read."""
     params: dict[str, Any] = {
         "b_id": conversation.id, "b_version": conversation.version,
         "c_step": conversation.step, "c_state": conversation.state,
         "c_language": conversation.language, "c_ticket_id": conversation.ticket_id,
         "c_updated_at": now, "c_new_version": conversation.version + 1,
+        "r_keys": replies.keys,
+        "r_payloads": [json.dumps(p, ensure_ascii=False) for p in replies.payloads],
+        "r_channel": replies.channel, "r_identity_id": replies.identity_id,
+        "r_due": replies.due, "r_at": now,
     }
     if on_ticket is not None:
         assert inbound is None
@@ -364,17 +441,23 @@ async def write_turn_pg(
     if inbound is not None:
         for c in _MESSAGE_COLUMNS:
             params[f"m_{c}"] = inbound[c]
-    conn = await session.connection()
-    row = (await conn.execute(_WRITES[(inbound is not None, on_ticket is not None)], params)).one()
-    matched, touched = row
-    if matched != 1:
-        raise StaleDataError(
-            f"UPDATE statement on table 'conversations' expected to update 1 row(s); "
-            f"{matched} were matched."
-        )
-    if on_ticket is not None and touched != 1:
-        raise TicketChanged(f"ticket {on_ticket.ticket_id} is no longer {on_ticket.status}")
+    statement = _WRITES[(inbound is not None, on_ticket is not None)]
+    try:
+        row = (await conn.execute(statement, params)).one()
+    except DBAPIError as exc:
+        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if state not in _RACED_STATES:
+            raise
+        if on_ticket is not None and "ticket changed" in str(exc.orig):
+            raise TicketChanged(
+                f"ticket {on_ticket.ticket_id} is no longer {on_ticket.status}"
+            ) from exc
+        raise TurnRaced(f"conversation {conversation.id} changed meanwhile") from exc
     conversation.version += 1
+    ids = row[-1] or []
+    if len(ids) != len(replies.keys):
+        raise AssertionError(f"{len(replies.keys)} replies written as {len(ids)} rows")
+    return list(ids)
 
 
 def inbound_values(
@@ -491,10 +574,10 @@ def _visible(row: Any) -> VisibleTicket:
 
 
 async def open_tickets(
-    session: AsyncSession, customer_id: int, *, limit: int = MAX_LISTED
+    conn: AsyncConnection | AsyncSession, customer_id: int, *, limit: int = MAX_LISTED
 ) -> list[VisibleTicket]:
     """A customer's tickets that are not closed, newest first."""
-    rows = await session.execute(
+    rows = await conn.execute(
         select(*_VISIBLE_COLUMNS)
         .where(Ticket.customer_id == customer_id, Ticket.status.in_(VISIBLE_OPEN))
         .order_by(Ticket.id.desc())
@@ -504,12 +587,12 @@ async def open_tickets(
 
 
 async def customer_ticket(
-    session: AsyncSession, customer_id: int, ticket_id: int
+    conn: AsyncConnection | AsyncSession, customer_id: int, ticket_id: int
 ) -> VisibleTicket | None:
     """One ticket by number, only if it is this customer's: another customer's ticket and a
     number that does not exist are the same None, so nothing leaks."""
     row = (
-        await session.execute(
+        await conn.execute(
             select(*_VISIBLE_COLUMNS).where(
                 Ticket.id == ticket_id, Ticket.customer_id == customer_id
             )

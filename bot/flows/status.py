@@ -35,7 +35,7 @@ async def one(turn: Turn, raw_number: str) -> None:
     ticket_id = parse_number(raw_number)
     shown = format_number(ticket_id) if ticket_id else raw_number.strip()[:32]
     ticket = (
-        await conversations.customer_ticket(turn.session, turn.customer_id, ticket_id)
+        await conversations.customer_ticket(turn.reader, turn.customer_id, ticket_id)
         if ticket_id
         else None
     )
@@ -46,7 +46,7 @@ async def one(turn: Turn, raw_number: str) -> None:
 
 
 async def all_open(turn: Turn) -> None:
-    found = await conversations.open_tickets(turn.session, turn.customer_id)
+    found = await conversations.open_tickets(turn.reader, turn.customer_id)
     if not found:
         turn.say("status_none")
         return

@@ -13,14 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, event, insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from bot import catalog
 from bot.channel import Button, Inbound
 from nlu.types import Parse
 from storage import conversations, outbox, tickets
-from storage.conversations import ConversationRow, IdentityRef
+from storage.conversations import ConversationRow, IdentityRef, NeedsTransaction
 from storage.models import Message, OutboxMessage
 from storage.tickets import TicketRules
 
@@ -51,6 +51,10 @@ class ChatPolicy:
     # after 30 s; an asyncio semaphore queues them fairly instead. Keep it below the pool size
     # so the desk and the worker in the same process still get connections.
     concurrency: int = 16
+    # PostgreSQL: a turn first runs without a transaction (read, decide, one checked write:
+    # two round trips) and only a turn that needs the ORM runs again in a locked one. Off:
+    # every turn locks its conversation in a transaction (five round trips or more).
+    optimistic: bool = True
 
 
 Keyboard = tuple[tuple[Button, ...], ...]
@@ -99,7 +103,15 @@ def _replies_before_flush(session: Session, _context: Any, _instances: Any) -> N
 
 @dataclass
 class Turn:
-    session: AsyncSession
+    """One event's turn. On PostgreSQL it starts optimistic: `tx` is None, the conversation
+    was read without a lock, and `finish` writes everything in one statement that checks the
+    conversation's version (no BEGIN, no COMMIT: two round trips for the whole turn). A flow
+    that needs more than that (the ORM: a ticket, a survey, files, a hand-off) touches
+    `turn.session`, which raises NeedsTransaction, and the dialogue runs the event again in a
+    locked transaction, where `session` is that transaction. SQLite always runs locked."""
+
+    conn: AsyncConnection  # the turn's connection: reads, and the optimistic write
+    tx: AsyncSession | None  # the locked transaction; None while optimistic
     rules: TicketRules
     policy: ChatPolicy
     now: datetime
@@ -117,12 +129,27 @@ class Turn:
     postgres: bool = False  # the store's writes go out as one statement
     # The customer wrote about their open ticket and `finish` writes it in its one statement.
     on_open_ticket: conversations.OnTicket | None = None
+    pending: list[PendingReply] = field(default_factory=list)  # replies not written yet
     _reply_key: str = ""
 
     def __post_init__(self) -> None:
         key = conversations.message_key(self.inbound.customer_ref, self.inbound.message_ref)
         # The reply keys derive from the event, so they are unique without a round trip.
         self._reply_key = f"{self.conversation.id}:{key or uuid.uuid4().hex}"
+        if self.tx is not None:
+            self.tx.info[_PENDING] = self.pending  # an ORM flush writes them first
+
+    @property
+    def session(self) -> AsyncSession:
+        """The locked transaction, for flows that write through the ORM."""
+        if self.tx is None:
+            raise NeedsTransaction("the turn needs the ORM")
+        return self.tx
+
+    @property
+    def reader(self) -> AsyncConnection | AsyncSession:
+        """For reads: the transaction when there is one (it sees the turn's own writes)."""
+        return self.tx if self.tx is not None else self.conn
 
     @property
     def customer_id(self) -> int:
@@ -145,11 +172,11 @@ class Turn:
             "buttons": [[{"label": b.label, "data": b.data} for b in row] for row in buttons],
             "language": self.lang,
         }
-        if self.session.new:
+        if self.tx is not None and self.tx.new:
             # ORM rows are waiting for a flush: this reply joins them, so it gets its id after
             # theirs, in the order things happened.
             orm_row = outbox.enqueue(
-                self.session, key=key, channel=self.inbound.channel,
+                self.tx, key=key, channel=self.inbound.channel,
                 identity_id=self.identity.id, ticket_id=None, kind=CHAT_REPLY,
                 payload=payload, now=self.now,
             )
@@ -162,7 +189,7 @@ class Turn:
                 "status": outbox.PENDING, "attempts": 0,
                 "next_attempt_at": self.now + self.policy.grace, "created_at": self.now,
             })
-            self.session.info.setdefault(_PENDING, []).append(row)
+            self.pending.append(row)
         self.said.append(Said(row=row, text=text, buttons=buttons))
 
     def adopt(self, row: OutboxMessage, text: str, buttons: Keyboard = ()) -> None:
@@ -206,6 +233,11 @@ class Turn:
     async def finish(self) -> None:
         """Writes the inbound event (if no flow put it on a ticket), its files, the replies and
         the state."""
+        if self.tx is None and (
+            self.inbound.attachments or self.message is not None
+            or self.conversation.language != self.lang
+        ):
+            raise NeedsTransaction("files or a language change")
         inbound = None
         if self.on_open_ticket is not None:
             pass  # written with the state below
@@ -235,22 +267,29 @@ class Turn:
         if self.conversation.language != self.lang:
             self.conversation.language = self.lang
             await conversations.set_customer_language(self.session, self.customer_id, self.lang)
-        pending = self.session.info.get(_PENDING)
-        if pending:
-            conn = await self.session.connection()
-            rows = await conn.execute(_INSERT_REPLIES, [p.values for p in pending])
-            _written(pending, [r[0] for r in rows])
         if self.postgres:
-            # The message and the state in one round trip.
-            await conversations.write_turn_pg(
-                self.session, self.conversation, inbound=inbound, now=self.now,
-                on_ticket=self.on_open_ticket,
+            # The message, the replies and the state in one round trip.
+            conn = self.conn if self.tx is None else await self.tx.connection()
+            ids = await conversations.write_turn_pg(
+                conn, self.conversation, inbound=inbound, now=self.now,
+                on_ticket=self.on_open_ticket, replies=conversations.Replies(
+                    keys=[p.values["key"] for p in self.pending],
+                    payloads=[p.values["payload"] for p in self.pending],
+                    channel=self.inbound.channel, identity_id=self.identity.id,
+                    due=self.now + self.policy.grace,
+                ),
             )
+            _written(self.pending, ids)
             return
+        session = self.session
+        if self.pending:
+            conn = await session.connection()
+            rows = await conn.execute(_INSERT_REPLIES, [p.values for p in self.pending])
+            _written(self.pending, [r[0] for r in rows])
         if inbound is not None:
-            conn = await self.session.connection()
+            conn = await session.connection()
             await conn.execute(conversations.INSERT_MESSAGE, inbound)
-        await conversations.save_conversation(self.session, self.conversation, now=self.now)
+        await conversations.save_conversation(session, self.conversation, now=self.now)
 
 
 def button(label: str, data: str) -> Button:
