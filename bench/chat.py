@@ -48,6 +48,7 @@ from nlu.factory import make_interpreter
 from nlu.types import Interpreter, Parse
 from storage import dispatch, outbox
 from storage.db import Store, create_store
+from storage.direct import Direct
 from storage.dispatch import DispatchPolicy
 from storage.migrate import upgrade
 from storage.models import ChannelIdentity, Customer, OutboxMessage
@@ -55,27 +56,64 @@ from storage.sla import SlaPolicy
 from storage.tickets import TicketRules
 
 SECRET = "bench_secret"
-# One customer's side of a conversation, over and over: a complaint, a skipped question, the
-# confirmation (a ticket), a status question, a greeting.
-SCRIPT = ["{complaint}", "skip", "yes", "/status", "hello"]
 # Every complaint is a new text (a phrasing and an order number), as real complaints are: the
-# NLU parses each one. The short replies repeat, as they do in real chats.
-COMPLAINTS = [
-    "My parcel for order {order} never arrived",
-    "order {order} came damaged, the box was crushed and the mug is broken",
-    "I was charged twice for order {order}, please refund one payment",
-    "the delivery for {order} is a week late and nobody answers the phone",
-    "wrong size sent for order {order}, I ordered a medium",
-    "订单{order}的快递一直没到，已经等了十天了",
-]
+# NLU parses each one. The short answers repeat, as they do in real chats. One customer in
+# five writes Chinese.
+COMPLAINTS = {
+    "en": [
+        "My parcel for order {order} never arrived",
+        "order {order} came damaged, the box was crushed and the mug is broken",
+        "I was charged twice for order {order}, please refund one payment",
+        "the delivery for {order} is a week late and nobody answers the phone",
+        "wrong size sent for order {order}, I ordered a medium",
+    ],
+    "zh": [
+        "订单{order}的快递一直没到，已经等了十天了",
+        "订单{order}收到的杯子是碎的，包装也压坏了",
+        "订单{order}被扣了两次钱，请退一笔",
+    ],
+}
+WORDS = {
+    "en": {"skip": "skip", "yes": "yes", "more": "hello, any news?"},
+    "zh": {"skip": "跳过", "yes": "是", "more": "你好，有进展吗"},
+}
+MAX_SKIPS = 4
 
 
-def script_text(customer: int, n: int) -> str:
-    item = SCRIPT[(n + customer) % len(SCRIPT)]
-    if item != "{complaint}":
-        return item
-    template = COMPLAINTS[(customer + n // len(SCRIPT)) % len(COMPLAINTS)]
-    return template.format(order=f"{100 + customer % 900}-{n:04d}")
+class Cycle:
+    """One simulated customer, round and round: /new, a complaint, "skip" to each question
+    until the summary's confirm button shows, "yes" (a ticket), /status, a word more (it goes
+    on the new ticket). Customers start at different points, so the mix is steady."""
+
+    def __init__(self, customer: int) -> None:
+        self.customer = customer
+        self.language = "zh" if customer % 5 == 4 else "en"
+        self.phase = customer % 5
+        self.complaints = 0
+        self.skips = 0
+
+    def next(self, confirm_shown: bool) -> str:
+        words = WORDS[self.language]
+        phase = self.phase
+        if phase == 2:  # answering the intake's questions
+            if confirm_shown or self.skips >= MAX_SKIPS:
+                self.phase, self.skips = 3, 0
+                return words["yes"]
+            self.skips += 1
+            return words["skip"]
+        self.phase = (phase + 1) % 5
+        if phase == 0:
+            return "/new"
+        if phase == 1:
+            self.complaints += 1
+            templates = COMPLAINTS[self.language]
+            template = templates[(self.customer + self.complaints) % len(templates)]
+            return template.format(order=f"{100 + self.customer % 900}-{self.complaints:04d}")
+        if phase == 3:
+            return "/status"
+        return words["more"]
+
+
 ECHO_BASE, OURS_BASE, FANOUT_BASE = 100_000, 200_000, 1_000_000
 
 
@@ -122,9 +160,15 @@ async def _drive(
 
     sends = 0
 
-    def on_send(chat_id: int, _msg: dict[str, Any]) -> None:
+    confirm_shown: dict[int, bool] = {}
+
+    def on_send(chat_id: int, msg: dict[str, Any]) -> None:
         nonlocal sends
         sends += 1
+        rows = (msg.get("reply_markup") or {}).get("inline_keyboard") or []
+        confirm_shown[chat_id] = any(
+            str(b.get("callback_data", "")).startswith("confirm:") for row in rows for b in row
+        )
         f = first_reply.get(chat_id)
         if f is not None and not f.done():
             f.set_result(time.monotonic())
@@ -157,17 +201,15 @@ async def _drive(
             latencies.append(at - started)
 
     async def warm(i: int) -> None:
-        who = TgCustomer(base + i, f"C{i}", "en")
+        who = TgCustomer(base + i, f"C{i}", "zh-hans" if i % 5 == 4 else "en")
         for text in warmup:
             await one(who, text, measured=False)
 
     async def customer(i: int, deadline: float) -> None:
-        who = TgCustomer(base + i, f"C{i}", "en")
-        n = 0
+        who = TgCustomer(base + i, f"C{i}", "zh-hans" if i % 5 == 4 else "en")
+        cycle = Cycle(i)
         while time.monotonic() < deadline:
-            # Customers start at different points of the script, so the mix is steady.
-            await one(who, script_text(i, n), measured=True)
-            n += 1
+            await one(who, cycle.next(confirm_shown.get(who.id, False)), measured=True)
 
     # Warm-up first (identities, conversations, connections), then the measured window.
     await asyncio.gather(*(warm(i) for i in range(customers)))
@@ -358,11 +400,24 @@ async def ours_phase(
         if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             trips["transactions"] += 1
 
+    # Statements run on asyncpg directly (storage/direct.py) pass no SQLAlchemy event.
+    originals = {name: getattr(Direct, name) for name in ("fetch", "fetchrow")}
+
+    def counting(run: Any) -> Any:
+        async def counted(self: Direct, raw: Any, params: dict[str, Any]) -> Any:
+            trips["statements"] += 1
+            return await run(self, raw, params)
+        return counted
+
     event.listen(store.engine.sync_engine, "before_cursor_execute", on_statement)
     event.listen(store.engine.sync_engine, "begin", on_begin)
+    for name, run in originals.items():
+        setattr(Direct, name, counting(run))
     try:
         result = await measured(child, base, args, warmup=["/start"], trips=trips)
     finally:
+        for name, run in originals.items():
+            setattr(Direct, name, run)
         event.remove(store.engine.sync_engine, "before_cursor_execute", on_statement)
         event.remove(store.engine.sync_engine, "begin", on_begin)
     return result, timed, channel, runner

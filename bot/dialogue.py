@@ -17,9 +17,9 @@ import asyncio
 import logging
 import re
 
-from sqlalchemy import bindparam, select
+import asyncpg
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import catalog
 from bot.channel import Dialogue, Inbound, Reply
@@ -31,7 +31,6 @@ from storage import conversations
 from storage.clock import Clock
 from storage.db import Store
 from storage.lifecycle import DONE_STATUSES, format_number
-from storage.models import Ticket
 from storage.tickets import MAX_TEXT, TicketRules
 
 log = logging.getLogger("careloop.bot.dialogue")
@@ -42,8 +41,6 @@ log = logging.getLogger("careloop.bot.dialogue")
 ATTEMPTS = 3
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _WORD = re.compile(r"[A-Za-z]{2,}")
-# Built once: compiled once, then served from SQLAlchemy's cache.
-_TICKET_STATUS = select(Ticket.__table__.c.status).where(Ticket.__table__.c.id == bindparam("id"))
 
 
 def make_dialogue(
@@ -60,11 +57,7 @@ def make_dialogue(
     chat = policy or ChatPolicy()
     understanding = Understanding(interpreter)
     slots = asyncio.Semaphore(chat.concurrency)
-    # Optimistic turns run their statements outside a transaction (PostgreSQL only).
-    autocommit = (
-        store.engine.execution_options(isolation_level="AUTOCOMMIT")
-        if store.is_postgres and chat.optimistic else None
-    )
+    optimistic = store.is_postgres and chat.optimistic
 
     async def dialogue(inbound: Inbound) -> list[Reply]:
         text = (inbound.text or "").strip()[:MAX_TEXT]
@@ -76,18 +69,17 @@ def make_dialogue(
                 async with slots:
                     # After a lost race, locked: a customer's burst then queues on the row lock
                     # instead of racing again.
-                    if autocommit is not None and attempt == 1:
+                    if optimistic and attempt == 1:
                         try:
-                            async with autocommit.connect() as conn:
+                            async with store.raw() as raw:
                                 return await _turn(
-                                    store, None, conn, rules, chat, now_of, inbound, text, parse
+                                    store, raw, rules, chat, now_of, inbound, text, parse
                                 )
                         except conversations.NeedsTransaction:
                             pass  # nothing was written: the same event, in a transaction
                     async with store.transaction() as session:
                         turn_replies = await _turn(
-                            store, session, await session.connection(), rules, chat, now_of,
-                            inbound, text, parse,
+                            store, session, rules, chat, now_of, inbound, text, parse
                         )
                     return turn_replies  # after the commit: the outbox ids exist now
             except (IntegrityError, conversations.TurnRaced):
@@ -101,8 +93,7 @@ def make_dialogue(
 
 async def _turn(
     store: Store,
-    session: AsyncSession | None,
-    conn: AsyncConnection,
+    reader: AsyncSession | asyncpg.Connection,
     rules: TicketRules,
     policy: ChatPolicy,
     now_of: Clock,
@@ -110,12 +101,12 @@ async def _turn(
     text: str,
     parse: Parse | None,
 ) -> list[Reply]:
-    """One event, in `session`'s locked transaction, or optimistic (`session` None)."""
+    """One event, in a locked transaction (`reader` a session), or optimistic (`reader` a raw
+    connection)."""
     now = now_of()
     hint = catalog.language_of(inbound.language_hint)
     loaded = await conversations.load_locked(
-        session,
-        conn=conn,
+        reader,
         channel=inbound.channel,
         customer_ref=inbound.customer_ref,
         message_ref=inbound.message_ref,
@@ -128,9 +119,11 @@ async def _turn(
         return []  # handled before: its replies are in the outbox already
     conversation = loaded.conversation
     state = dict(conversation.state or {})
+    session = reader if isinstance(reader, AsyncSession) else None
     turn = Turn(
-        conn=conn, tx=session, rules=rules, policy=policy, now=now, inbound=inbound,
-        text=text, parse=parse, identity=loaded.identity, conversation=conversation,
+        raw=None if session is not None else reader, tx=session, rules=rules, policy=policy,
+        now=now, inbound=inbound, text=text, parse=parse, identity=loaded.identity,
+        conversation=conversation,
         lang=_language(state, conversation.language, hint, text, parse),
         state=state, step=conversation.step, postgres=store.is_postgres,
     )
@@ -278,7 +271,7 @@ async def _open_current_ticket(turn: Turn) -> int | None:
         return None
     loaded_id, status = turn.conversation.loaded_ticket
     if loaded_id != ticket_id:
-        status = (await turn.reader.execute(_TICKET_STATUS, {"id": ticket_id})).scalar()
+        status = await conversations.ticket_status(turn.reader, ticket_id)
     if status is None or status in DONE_STATUSES:
         return None
     return ticket_id

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
+import asyncpg
 from sqlalchemy import (
     JSON,
     String,
     Table,
+    any_,
     bindparam,
     cast,
     exists,
@@ -37,11 +39,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from storage import outbox
+from storage.direct import Direct
 from storage.lifecycle import format_number
 from storage.models import (
     Attachment,
@@ -54,6 +58,9 @@ from storage.models import (
     TicketEvent,
 )
 from storage.tickets import identity_for
+
+# Where a turn reads: its locked transaction, or (optimistic, PostgreSQL) a raw connection.
+Reader: TypeAlias = AsyncSession | asyncpg.Connection
 
 CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
@@ -143,6 +150,9 @@ def _load_statement(postgres: bool, with_key: bool) -> Any:
 
 
 _LOAD = {(pg, key): _load_statement(pg, key) for pg in (False, True) for key in (False, True)}
+# The optimistic turn's statements, compiled once for asyncpg (storage/direct.py).
+_ASYNCPG = PGDialect_asyncpg()
+_DIRECT_LOAD = {key: Direct.compile(_LOAD[(False, key)], _ASYNCPG) for key in (False, True)}
 
 _SAVE = (
     update(CONVERSATIONS)
@@ -166,9 +176,8 @@ class NeedsTransaction(Exception):
 
 
 async def load_locked(
-    session: AsyncSession | None,
+    reader: Reader,
     *,
-    conn: AsyncConnection,
     channel: str,
     customer_ref: str,
     message_ref: str | None,
@@ -178,15 +187,18 @@ async def load_locked(
     postgres: bool,
 ) -> Loaded:
     """Identity, conversation and whether the event is a duplicate, in one query on the common
-    path; first contact creates the customer, identity and conversation. In a transaction
-    (`session`) on PostgreSQL the conversation row is locked; without one (`session` None,
-    an optimistic turn) it is only read, and the turn's write checks its version instead."""
+    path; first contact creates the customer, identity and conversation. In a transaction (a
+    session) on PostgreSQL the conversation row is locked; outside one (an optimistic turn on
+    a raw connection) it is only read, and the turn's write checks its version instead."""
     key = message_key(customer_ref, message_ref)
     params = {"channel": channel, "customer_ref": customer_ref}
     if key:
         params["key"] = key
-    locking = postgres and session is not None
-    row = (await conn.execute(_LOAD[(locking, bool(key))], params)).first()
+    if isinstance(reader, asyncpg.Connection):
+        row = await _DIRECT_LOAD[bool(key)].fetchrow(reader, params)
+    else:
+        conn = await reader.connection()
+        row = (await conn.execute(_LOAD[(postgres, bool(key))], params)).first()
     if row is not None:
         return Loaded(
             identity=IdentityRef(id=row[0], customer_id=row[1]),
@@ -199,8 +211,9 @@ async def load_locked(
     # First contact (or an identity made elsewhere, e.g. by an X DM intake): a concurrent first
     # event of the same customer fails on a unique constraint and the caller retries, finding
     # the row on the common path.
-    if session is None:
+    if isinstance(reader, asyncpg.Connection):
         raise NeedsTransaction("first contact")
+    session = reader
     identity = await identity_for(
         session, channel=channel, external_id=customer_ref, display_name=display_name,
         language=language, now=now,
@@ -395,6 +408,9 @@ _WRITES = {
     for with_message in (False, True) for on_ticket in (False, True)
     if not (with_message and on_ticket)
 }
+_DIRECT_WRITES = {
+    shape: Direct.compile(statement, _ASYNCPG) for shape, statement in _WRITES.items()
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +425,7 @@ class Replies:
 
 
 async def write_turn_pg(
-    conn: AsyncConnection,
+    conn: AsyncConnection | asyncpg.Connection,
     conversation: ConversationRow,
     *,
     inbound: dict[str, Any] | None,
@@ -418,9 +434,10 @@ async def write_turn_pg(
     replies: Replies,
 ) -> list[int]:
     """`insert_inbound` (or `add_customer_message` on an open ticket), the replies and
-    `save_conversation` in one statement on PostgreSQL, inside a transaction or without one.
-    Returns the replies' outbox ids; raises TurnRaced (nothing written) if the conversation's
-    version or the ticket's status is no longer what the turn read."""
+    `save_conversation` in one statement on PostgreSQL, inside a transaction or without one
+    (on a raw asyncpg connection). Returns the replies' outbox ids; raises TurnRaced
+    (nothing written) if the conversation's version or the ticket's status is no longer what
+    the turn read, or the same event was written meanwhile."""
     params: dict[str, Any] = {
         "b_id": conversation.id, "b_version": conversation.version,
         "c_step": conversation.step, "c_state": conversation.state,
@@ -441,14 +458,23 @@ async def write_turn_pg(
     if inbound is not None:
         for c in _MESSAGE_COLUMNS:
             params[f"m_{c}"] = inbound[c]
-    statement = _WRITES[(inbound is not None, on_ticket is not None)]
+    shape = (inbound is not None, on_ticket is not None)
     try:
-        row = (await conn.execute(statement, params)).one()
-    except DBAPIError as exc:
-        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if isinstance(conn, asyncpg.Connection):
+            params["c_state"] = (
+                None if conversation.state is None else json.dumps(conversation.state)
+            )
+            row = await _DIRECT_WRITES[shape].fetchrow(conn, params)
+        else:
+            row = (await conn.execute(_WRITES[shape], params)).one()
+    except asyncpg.UniqueViolationError as exc:
+        raise TurnRaced(f"conversation {conversation.id}: the event was written meanwhile") from exc
+    except (DBAPIError, asyncpg.PostgresError) as exc:
+        error = exc.orig if isinstance(exc, DBAPIError) else exc
+        state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
         if state not in _RACED_STATES:
             raise
-        if on_ticket is not None and "ticket changed" in str(exc.orig):
+        if on_ticket is not None and "ticket changed" in str(error):
             raise TicketChanged(
                 f"ticket {on_ticket.ticket_id} is no longer {on_ticket.status}"
             ) from exc
@@ -538,10 +564,17 @@ async def attach_pending_to_ticket(
     )
 
 
+CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
+_SET_LANGUAGE = (
+    update(CUSTOMERS)
+    .where(CUSTOMERS.c.id == bindparam("b_customer_id"))
+    .values(language=bindparam("language"))
+)
+
+
 async def set_customer_language(session: AsyncSession, customer_id: int, language: str) -> None:
-    await session.execute(
-        update(Customer).where(Customer.id == customer_id).values(language=language)
-    )
+    conn = await session.connection()
+    await conn.execute(_SET_LANGUAGE, {"b_customer_id": customer_id, "language": language})
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,39 +599,68 @@ _VISIBLE_COLUMNS = (
 
 
 def _visible(row: Any) -> VisibleTicket:
+    # By position: SQLAlchemy rows and asyncpg records alike.
     return VisibleTicket(
-        id=row.id, number=format_number(row.id), kind=row.kind, status=row.status,
-        category=row.category, subject=row.subject, resolution_due=row.resolution_due,
-        resolved_at=row.resolved_at, needs_human=row.needs_human,
+        id=row[0], number=format_number(row[0]), kind=row[1], status=row[2], category=row[3],
+        subject=row[4], resolution_due=row[5], resolved_at=row[6], needs_human=row[7],
     )
+
+
+_OPEN_TICKETS = (
+    select(*_VISIBLE_COLUMNS)
+    .where(Ticket.customer_id == bindparam("customer_id"), Ticket.status.in_(VISIBLE_OPEN))
+    .order_by(Ticket.id.desc())
+    .limit(bindparam("limit"))
+)
+_CUSTOMER_TICKET = select(*_VISIBLE_COLUMNS).where(
+    Ticket.id == bindparam("ticket_id"), Ticket.customer_id == bindparam("customer_id")
+)
+_TICKET_STATUS = select(Ticket.status).where(Ticket.id == bindparam("ticket_id"))
+# The same reads for an optimistic turn's raw connection (an IN list becomes = ANY(array):
+# asyncpg takes no expanding parameters).
+_DIRECT_OPEN_TICKETS = Direct.compile(
+    select(*_VISIBLE_COLUMNS)
+    .where(Ticket.customer_id == bindparam("customer_id"),
+           Ticket.status == any_(bindparam("statuses", type_=ARRAY(String))))
+    .order_by(Ticket.id.desc())
+    .limit(bindparam("limit")),
+    _ASYNCPG,
+)
+_DIRECT_CUSTOMER_TICKET = Direct.compile(_CUSTOMER_TICKET, _ASYNCPG)
+_DIRECT_TICKET_STATUS = Direct.compile(_TICKET_STATUS, _ASYNCPG)
 
 
 async def open_tickets(
-    conn: AsyncConnection | AsyncSession, customer_id: int, *, limit: int = MAX_LISTED
+    reader: Reader, customer_id: int, *, limit: int = MAX_LISTED
 ) -> list[VisibleTicket]:
     """A customer's tickets that are not closed, newest first."""
-    rows = await conn.execute(
-        select(*_VISIBLE_COLUMNS)
-        .where(Ticket.customer_id == customer_id, Ticket.status.in_(VISIBLE_OPEN))
-        .order_by(Ticket.id.desc())
-        .limit(limit)
-    )
-    return [_visible(r) for r in rows.all()]
+    params: dict[str, Any] = {"customer_id": customer_id, "limit": limit}
+    if isinstance(reader, asyncpg.Connection):
+        rows = await _DIRECT_OPEN_TICKETS.fetch(reader, params | {"statuses": VISIBLE_OPEN})
+    else:
+        rows = list((await reader.execute(_OPEN_TICKETS, params)).all())
+    return [_visible(r) for r in rows]
 
 
 async def customer_ticket(
-    conn: AsyncConnection | AsyncSession, customer_id: int, ticket_id: int
+    reader: Reader, customer_id: int, ticket_id: int
 ) -> VisibleTicket | None:
     """One ticket by number, only if it is this customer's: another customer's ticket and a
     number that does not exist are the same None, so nothing leaks."""
-    row = (
-        await conn.execute(
-            select(*_VISIBLE_COLUMNS).where(
-                Ticket.id == ticket_id, Ticket.customer_id == customer_id
-            )
-        )
-    ).first()
+    params = {"ticket_id": ticket_id, "customer_id": customer_id}
+    if isinstance(reader, asyncpg.Connection):
+        row = await _DIRECT_CUSTOMER_TICKET.fetchrow(reader, params)
+    else:
+        row = (await reader.execute(_CUSTOMER_TICKET, params)).first()
     return _visible(row) if row is not None else None
+
+
+async def ticket_status(reader: Reader, ticket_id: int) -> str | None:
+    if isinstance(reader, asyncpg.Connection):
+        row = await _DIRECT_TICKET_STATUS.fetchrow(reader, {"ticket_id": ticket_id})
+        return None if row is None else str(row[0])
+    status = (await reader.execute(_TICKET_STATUS, {"ticket_id": ticket_id})).scalar()
+    return None if status is None else str(status)
 
 
 async def hand_back(

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -20,8 +21,15 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import greenlet_spawn
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# asyncpg's errors for a connection the server no longer serves (class 08: connection
+# exceptions; class 57: shut down or terminated by an operator).
+_GONE = (
+    asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError, OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,26 @@ class Store:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session:
             yield session
+
+    @asynccontextmanager
+    async def raw(self) -> AsyncIterator[asyncpg.Connection]:
+        """PostgreSQL: a pooled asyncpg connection, outside any transaction (each statement
+        commits by itself), for statements run directly (storage/direct.py). Taken from the
+        same pool as everything else, without SQLAlchemy's Connection around it, which cost
+        four times the checkout itself."""
+        fairy = await self.engine.raw_connection()
+        try:
+            driver = fairy.driver_connection
+            assert isinstance(driver, asyncpg.Connection)
+            yield driver
+        except _GONE as exc:
+            # The database went away (a restart, a failover) and SQLAlchemy did not see it:
+            # drop this connection and the pooled ones, as SQLAlchemy does on a disconnect.
+            fairy.invalidate(exc)
+            await self.engine.dispose(close=False)
+            raise
+        finally:
+            await greenlet_spawn(fairy.close)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import asyncpg
 from sqlalchemy import Table, event, insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from bot import catalog
@@ -110,7 +111,7 @@ class Turn:
     `turn.session`, which raises NeedsTransaction, and the dialogue runs the event again in a
     locked transaction, where `session` is that transaction. SQLite always runs locked."""
 
-    conn: AsyncConnection  # the turn's connection: reads, and the optimistic write
+    raw: asyncpg.Connection | None  # optimistic: reads and the one write, outside a transaction
     tx: AsyncSession | None  # the locked transaction; None while optimistic
     rules: TicketRules
     policy: ChatPolicy
@@ -147,9 +148,12 @@ class Turn:
         return self.tx
 
     @property
-    def reader(self) -> AsyncConnection | AsyncSession:
+    def reader(self) -> conversations.Reader:
         """For reads: the transaction when there is one (it sees the turn's own writes)."""
-        return self.tx if self.tx is not None else self.conn
+        if self.tx is not None:
+            return self.tx
+        assert self.raw is not None
+        return self.raw
 
     @property
     def customer_id(self) -> int:
@@ -269,7 +273,8 @@ class Turn:
             await conversations.set_customer_language(self.session, self.customer_id, self.lang)
         if self.postgres:
             # The message, the replies and the state in one round trip.
-            conn = self.conn if self.tx is None else await self.tx.connection()
+            conn = self.raw if self.tx is None else await self.tx.connection()
+            assert conn is not None
             ids = await conversations.write_turn_pg(
                 conn, self.conversation, inbound=inbound, now=self.now,
                 on_ticket=self.on_open_ticket, replies=conversations.Replies(

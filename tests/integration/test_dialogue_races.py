@@ -130,3 +130,34 @@ async def test_a_write_that_fails_leaves_nothing_behind(
     async with shop.store.read() as s:
         assert await s.scalar(select(Conversation.version)) == version
         assert await s.scalar(select(func.count()).select_from(OutboxMessage)) == replies
+
+
+async def test_the_database_dropping_its_connections_loses_no_message(
+    shop: Shop, pg_database: str
+) -> None:
+    import asyncpg
+
+    chat, ticket_id = await _with_ticket(shop)
+    # Every pooled connection is cut, as by a database restart or failover.
+    admin = await asyncpg.connect(pg_database.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    # The platform redelivers an event its webhook failed: at most once here, and then it
+    # is answered and stored, once.
+    failures = 0
+    for _ in range(3):
+        try:
+            replies = await chat.send("the courier called me just now", ref="after-cut")
+            break
+        except Exception:
+            failures += 1
+    else:
+        pytest.fail("the dialogue never recovered from losing its connections")
+    assert failures <= 1
+    assert len(replies) == 1 and f"CL-{ticket_id}" in replies[0].text
+    assert (await _on_ticket(shop, ticket_id)).count("the courier called me just now") == 1
