@@ -21,6 +21,7 @@ import asyncio
 import cProfile
 import multiprocessing as mp
 import os
+import random
 import socket
 import statistics
 import tempfile
@@ -150,7 +151,7 @@ async def _child_main(conn: Connection) -> None:
 
 
 async def _drive(
-    fake: Any, base: int, customers: int, seconds: float, warmup: list[str]
+    fake: Any, base: int, customers: int, seconds: float, warmup: list[str], rate: float = 0
 ) -> dict[str, Any]:
     from tests.fakes.telegram_updates import Customer as TgCustomer
 
@@ -208,7 +209,17 @@ async def _drive(
     async def customer(i: int, deadline: float) -> None:
         who = TgCustomer(base + i, f"C{i}", "zh-hans" if i % 5 == 4 else "en")
         cycle = Cycle(i)
+        # Paced (--rate): each customer writes every customers/rate seconds on average, with
+        # jitter, so together they offer `rate` messages a second; one who falls behind
+        # writes at once but never makes up for lost time in a burst. Unpaced: the next
+        # message goes as soon as the last one is answered.
+        jitter = random.Random(i)
+        interval = customers / rate if rate else 0.0
+        next_at = time.monotonic() + jitter.uniform(0, interval)
         while time.monotonic() < deadline:
+            if interval:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at = max(next_at + interval * jitter.uniform(0.5, 1.5), time.monotonic())
             await one(who, cycle.next(confirm_shown.get(who.id, False)), measured=True)
 
     # Warm-up first (identities, conversations, connections), then the measured window.
@@ -327,7 +338,7 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
     if profiler is not None:
         profiler.enable()
     result: dict[str, Any] = await child.ask(
-        "drive", base=base, customers=args.customers, seconds=args.seconds,
+        "drive", base=base, customers=args.customers, seconds=args.seconds, rate=args.rate,
         warmup=[],
     )
     if profiler is not None:
@@ -495,7 +506,9 @@ async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
             if n < len(transports) - 1:
                 await channel.stop()
                 await runner.cleanup()
-        print(f"\n== {label}: {args.customers} concurrent customers, {args.seconds:.0f} s, "
+        pace = f"paced at {args.rate:.0f} msg/s offered" if args.rate else "unpaced"
+        print(f"\n== {label}: {args.customers} concurrent customers ({pace}), "
+              f"{args.seconds:.0f} s, "
               f"webhook mode, cores: {os.cpu_count()}")
         print(f"{'':24}{'msg/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/msg':>12}"
               f"{'of it sys':>10}{'timeouts':>10}")
@@ -534,6 +547,9 @@ async def main() -> None:
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
     ap.add_argument("--customers", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--rate", type=float, default=0,
+                    help="paced customers offering this many messages/s in all (think time "
+                         "between messages); 0 = each writes again as soon as answered")
     ap.add_argument("--fanout", type=int, default=10_000)
     ap.add_argument("--transport", default="aiohttp",
                     help="careloop variant(s), comma-separated to compare in one run: the reply "

@@ -12,7 +12,7 @@ from bot.flows import intake
 from bot.flows.turn import Turn
 from storage.conversations import HUMAN_KEY
 from storage.lifecycle import DONE_STATUSES, format_number
-from storage.models import TicketEvent
+from storage.models import OutboxMessage, TicketEvent
 from storage.tickets import NewTicket, create_ticket, load_ticket
 
 
@@ -69,4 +69,10 @@ async def _open_ticket(turn: Turn) -> int:
         needs_human=True, actor="customer",
         intake_key=f"chat:{turn.conversation.id}:human:{turn.external_id or turn.now.isoformat()}",
     ))
+    # The ticket service owes the customer a "ticket created" message; "a person will take
+    # over CL-n" says it already, so the customer gets one message, not two.
+    for row in list(turn.session.new):
+        if isinstance(row, OutboxMessage) and row.ticket_id == ticket.id \
+                and row.kind == "ticket_created":
+            turn.session.expunge(row)
     return ticket.id

@@ -103,6 +103,11 @@ async def test_human_without_a_ticket_opens_one_for_a_person(shop: Shop) -> None
     assert ticket.needs_human and ticket.kind == "question"
     assert "person" in await chat.say("/human")  # already with a person: said so, no new one
     assert len(await shop.tickets()) == 1
+    # Told once: "a person will take over CL-n" is the confirmation, no second message.
+    async with shop.store.read() as s:
+        kinds = list((await s.scalars(select(OutboxMessage.kind).where(
+            OutboxMessage.ticket_id == ticket.id))).all())
+    assert "ticket_created" not in kinds
 
 
 async def test_human_mid_intake_keeps_what_was_said(shop: Shop) -> None:
