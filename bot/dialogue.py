@@ -117,6 +117,11 @@ async def _turn(
     )
     if loaded.duplicate:
         return []  # handled before: its replies are in the outbox already
+    if not loaded.identity.reachable:
+        # They write to us, so they can be written to again (they unblocked the bot).
+        if not isinstance(reader, AsyncSession):
+            raise conversations.NeedsTransaction("the identity was unreachable")
+        await conversations.set_reachable(reader, reachable=True, identity_id=loaded.identity.id)
     conversation = loaded.conversation
     state = dict(conversation.state or {})
     session = reader if isinstance(reader, AsyncSession) else None

@@ -32,13 +32,14 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from telegram import BotCommand, InlineKeyboardMarkup, Update
+from telegram import BotCommand, ChatMember, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
+    ChatMemberHandler,
     CommandHandler,
     ContextTypes,
     ExtBot,
@@ -53,12 +54,14 @@ from bot import telegram_convert as conv
 from bot.channel import Dialogue, Inbound, Reply
 from bot.telegram_http import AiohttpRequest
 from storage import dispatch, outbox
+from storage.conversations import set_reachable
 from storage.db import Store
 
 log = logging.getLogger("careloop.telegram")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+# my_chat_member: the customer blocked the bot, or unblocked it.
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 MAX_UPDATE_BYTES = 256 * 1024  # an Update is a few KB; anything near this is not Telegram
 DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024
 NOTIFY_RATE = 30  # Telegram: about 30 messages/s for bulk notifications
@@ -360,6 +363,8 @@ class TelegramChannel:
         add = self.app.add_handler
         add(MessageHandler(filters.ChatType.GROUPS, self._guard(self._on_group)))
         add(CallbackQueryHandler(self._guard(self._on_button)))
+        add(ChatMemberHandler(self._guard(self._on_membership),
+                              ChatMemberHandler.MY_CHAT_MEMBER))
         add(MessageHandler(filters.UpdateType.EDITED_MESSAGE & private,
                            self._guard(self._on_edited)))
         add(MessageHandler((filters.PHOTO | filters.Document.ALL) & private,
@@ -399,6 +404,24 @@ class TelegramChannel:
         await self._converse(update.update_id, conv.base_inbound(
             update, button=query.data, button_ref=str(query.message.message_id)
         ))
+
+    async def _on_membership(self, update: Update, _ctx: ContextTypes.DEFAULT_TYPE) -> None:
+        """A customer blocked the bot ("kicked") or unblocked it ("member"): the outbox stops
+        or starts writing to them, without a refused send to find out."""
+        change = update.my_chat_member
+        if change is None or change.chat.type != "private":
+            return
+        status = change.new_chat_member.status
+        if status not in (ChatMember.BANNED, ChatMember.MEMBER):
+            return
+        async with self.store.transaction() as session:
+            await set_reachable(
+                session, reachable=status == ChatMember.MEMBER, reason="blocked the bot",
+                channel=conv.CHANNEL, external_id=str(change.chat.id),
+            )
+        # No chat id in the log: it identifies a person.
+        log.info("a Telegram customer %s the bot",
+                 "unblocked" if status == ChatMember.MEMBER else "blocked")
 
     async def _on_edited(self, update: Update, _ctx: ContextTypes.DEFAULT_TYPE) -> None:
         # An edit is not a new message: feeding it to the dialogue could answer a question

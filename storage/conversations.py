@@ -81,6 +81,9 @@ class IdentityRef:
 
     id: int
     customer_id: int
+    # False after the customer blocked us (or a send was refused for good): the outbox skips
+    # them until they write again or unblock.
+    reachable: bool = True
 
 
 @dataclass(slots=True)
@@ -122,7 +125,7 @@ def message_key(customer_ref: str, message_ref: str | None) -> str | None:
 _LOAD_COLUMNS = (
     ChannelIdentity.id, ChannelIdentity.customer_id,
     Conversation.id, Conversation.step, Conversation.state, Conversation.language,
-    Conversation.ticket_id, Conversation.version, Ticket.status,
+    Conversation.ticket_id, Conversation.version, Ticket.status, ChannelIdentity.reachable,
 )
 
 
@@ -201,12 +204,12 @@ async def load_locked(
         row = (await conn.execute(_LOAD[(postgres, bool(key))], params)).first()
     if row is not None:
         return Loaded(
-            identity=IdentityRef(id=row[0], customer_id=row[1]),
+            identity=IdentityRef(id=row[0], customer_id=row[1], reachable=bool(row[9])),
             conversation=ConversationRow(
                 id=row[2], identity_id=row[0], step=row[3], state=row[4], language=row[5],
                 ticket_id=row[6], version=row[7], loaded_ticket=(row[6], row[8]),
             ),
-            duplicate=bool(row[9]) if key else False,
+            duplicate=bool(row[10]) if key else False,
         )
     # First contact (or an identity made elsewhere, e.g. by an X DM intake): a concurrent first
     # event of the same customer fails on a unique constraint and the caller retries, finding
@@ -565,6 +568,27 @@ async def attach_pending_to_ticket(
 
 
 CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
+IDENTITIES: Table = ChannelIdentity.__table__  # type: ignore[assignment]
+
+
+async def set_reachable(
+    session: AsyncSession, *, reachable: bool, reason: str | None = None,
+    identity_id: int | None = None, channel: str | None = None, external_id: str | None = None,
+) -> int:
+    """Records whether the customer can be written to on this identity (by id, or by
+    channel and platform id): False when they blocked us, True when they unblocked or wrote.
+    Returns how many identities changed."""
+    where = (
+        [IDENTITIES.c.id == identity_id] if identity_id is not None
+        else [IDENTITIES.c.channel == channel, IDENTITIES.c.external_id == external_id]
+    )
+    result = await session.execute(
+        update(IDENTITIES).where(*where, IDENTITIES.c.reachable.is_not(reachable))
+        .values(reachable=reachable, unreachable_reason=None if reachable else reason)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 _SET_LANGUAGE = (
     update(CUSTOMERS)
     .where(CUSTOMERS.c.id == bindparam("b_customer_id"))

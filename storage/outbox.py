@@ -30,6 +30,8 @@ class Delivery:
     kind: str
     payload: dict[str, Any]
     attempt: int
+    # False: the customer blocked us on this identity (storage.conversations.set_reachable).
+    reachable: bool = True
 
 
 def enqueue(
@@ -98,7 +100,7 @@ async def claim(
         )
     )
     rows = await session.execute(
-        select(OutboxMessage, ChannelIdentity.external_id)
+        select(OutboxMessage, ChannelIdentity.external_id, ChannelIdentity.reachable)
         .outerjoin(ChannelIdentity, ChannelIdentity.id == OutboxMessage.identity_id)
         .where(OutboxMessage.id.in_(ids))
         .order_by(OutboxMessage.id)
@@ -115,8 +117,9 @@ async def claim(
             kind=m.kind,
             payload=m.payload,
             attempt=m.attempts,
+            reachable=reachable is not False,
         )
-        for m, ext in rows.all()
+        for m, ext, reachable in rows.all()
     ]
 
 

@@ -227,6 +227,18 @@ class FakeTelegram:
             description
         )
 
+    def customer_blocks(self, customer: tu.Customer) -> int:
+        """The customer blocks the bot: sends to them are refused from now on, and Telegram
+        tells the bot with a my_chat_member update (returned: its update_id)."""
+        self.block(customer.id)
+        return self.inject({"my_chat_member": tu.membership(
+            customer, "member", "kicked", int(time.time()))})
+
+    def customer_unblocks(self, customer: tu.Customer) -> int:
+        self._chat(customer.id, customer.private_chat()).blocked = None
+        return self.inject({"my_chat_member": tu.membership(
+            customer, "kicked", "member", int(time.time()))})
+
     # --- test controls: what customers do --------------------------------------------------
 
     def add_customer(self, customer: tu.Customer) -> None:

@@ -44,6 +44,21 @@ def bot_user() -> dict[str, Any]:
     }
 
 
+def membership(customer: Customer, old: str, new: str, date: int) -> dict[str, Any]:
+    """A my_chat_member update's body: the customer blocked ("kicked") or unblocked
+    ("member") the bot in their private chat."""
+    def member(status: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": status, "user": bot_user()}
+        if status == "kicked":
+            body["until_date"] = 0
+        return body
+
+    return {
+        "chat": customer.private_chat(), "from": customer.user(), "date": date,
+        "old_chat_member": member(old), "new_chat_member": member(new),
+    }
+
+
 def group_chat(chat_id: int, title: str = "Shoppers", supergroup: bool = False) -> dict[str, Any]:
     return {"id": chat_id, "type": "supergroup" if supergroup else "group", "title": title}
 

@@ -162,3 +162,18 @@ async def test_a_new_customers_first_messages_at_once_make_one_customer(shop: Sh
     from storage.models import ChannelIdentity, Conversation
 
     assert await shop.count(ChannelIdentity) == 1 and await shop.count(Conversation) == 1
+
+
+async def test_a_customer_who_writes_again_can_be_written_to_again(shop: Shop) -> None:
+    from storage.conversations import set_reachable
+    from storage.models import ChannelIdentity
+
+    chat = shop.chat()
+    await chat.say("hello")
+    async with shop.store.transaction() as s:  # they had blocked the bot
+        assert await set_reachable(s, reachable=False, reason="blocked the bot",
+                                   channel="telegram", external_id="5001") == 1
+    await chat.say("hello again")  # and now they are back
+    async with shop.store.read() as s:
+        identity = (await s.scalars(select(ChannelIdentity))).one()
+    assert identity.reachable and identity.unreachable_reason is None

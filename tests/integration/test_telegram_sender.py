@@ -159,3 +159,24 @@ async def test_a_burst_is_held_to_thirty_messages_a_second(
     window = [t for t in sends if sends[-1] - 1.0 <= t <= sends[-1]]
     assert len(window) <= 31
     assert all(len(fake.texts_to(c.id)) == 1 for c in customers)
+
+
+async def test_blocking_the_bot_stops_messages_and_unblocking_resumes_them(
+    fake: FakeTelegram, store: Store, channel: TelegramChannel
+) -> None:
+    clock = ManualClock()
+    fake.add_customer(mei)
+    await chat_customer(store, rules(clock), external_id="5001")
+    # Telegram tells the bot at once (my_chat_member): nothing is even tried after that.
+    await fake.wait_until_confirmed(fake.customer_blocks(mei))
+    assert not await reachable(store, "5001")
+    rid = await queue_reply(store, clock, "5001", "Ticket CL-1 is resolved.", "r1")
+    await deliver(store, channel, clock)
+    assert (await row(store, rid)).status == outbox.DEAD
+    assert fake.calls_of("sendMessage") == []
+    await fake.wait_until_confirmed(fake.customer_unblocks(mei))
+    assert await reachable(store, "5001")
+    rid = await queue_reply(store, clock, "5001", "Ticket CL-2 is resolved.", "r2")
+    await deliver(store, channel, clock)
+    assert fake.texts_to(mei.id) == ["Ticket CL-2 is resolved."]
+    assert (await row(store, rid)).status == outbox.SENT
