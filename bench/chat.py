@@ -93,6 +93,16 @@ class Cycle:
         self.complaints = 0
         self.skips = 0
 
+    def kind_of(self, text: str) -> str:
+        """What a text is, for latency by kind (a ticket's confirmation costs the most)."""
+        words = WORDS[self.language]
+        if text.startswith("/"):
+            return text[1:]
+        for kind in ("skip", "yes", "more"):
+            if text == words[kind]:
+                return "confirm" if kind == "yes" else kind
+        return "complaint"
+
     def next(self, confirm_shown: bool) -> str:
         words = WORDS[self.language]
         phase = self.phase
@@ -182,9 +192,10 @@ async def _drive(
     fake.on_send[:] = [on_send]
     fake.on_delivered[:] = [on_delivered]
     latencies: list[float] = []
+    by_kind: dict[str, list[float]] = {}
     timeouts = 0
 
-    async def one(who: Any, text: str, measured: bool) -> None:
+    async def one(who: Any, text: str, measured: bool, kind: str = "") -> None:
         nonlocal timeouts
         first_reply[who.id] = loop.create_future()
         uid = fake.text(who, text)
@@ -200,6 +211,7 @@ async def _drive(
             delivered.pop(uid, None)
         if measured:
             latencies.append(at - started)
+            by_kind.setdefault(kind, []).append(at - started)
 
     async def warm(i: int) -> None:
         who = TgCustomer(base + i, f"C{i}", "zh-hans" if i % 5 == 4 else "en")
@@ -220,21 +232,44 @@ async def _drive(
             if interval:
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 next_at = max(next_at + interval * jitter.uniform(0.5, 1.5), time.monotonic())
-            await one(who, cycle.next(confirm_shown.get(who.id, False)), measured=True)
+            text = cycle.next(confirm_shown.get(who.id, False))
+            await one(who, text, measured=True, kind=cycle.kind_of(text))
 
     # Warm-up first (identities, conversations, connections), then the measured window.
     await asyncio.gather(*(warm(i) for i in range(customers)))
     sends = 0
-    started = time.monotonic()
+    started, child_cpu, pg_cpu = time.monotonic(), time.process_time(), _postgres_cpu()
     await asyncio.gather(*(customer(i, started + seconds) for i in range(customers)))
     elapsed = time.monotonic() - started
+    child_cpu, pg_cpu = time.process_time() - child_cpu, _postgres_cpu() - pg_cpu
     latencies.sort()
     return {
         "messages": len(latencies), "elapsed": elapsed, "timeouts": timeouts,
         "replies_per_message": sends / max(len(latencies), 1),
         "p50": _pct(latencies, 50), "p99": _pct(latencies, 99),
+        "p99_by_kind": {k: _pct(sorted(v), 99) for k, v in sorted(by_kind.items())},
+        # The rest of the machine's CPU per message: the fake Bot API with the simulated
+        # customers (this process), and every PostgreSQL process.
+        "child_cpu_ms": 1000 * child_cpu / max(len(latencies), 1),
+        "pg_cpu_ms": 1000 * pg_cpu / max(len(latencies), 1),
         "violations": len(fake.violations),
     }
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds used so far by the machine's PostgreSQL processes (Linux /proc)."""
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            if "(postgres" not in fields[0]:
+                continue
+            values = fields[1].split()
+            total += int(values[11]) + int(values[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
+    return total / tick
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -522,6 +557,13 @@ async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
                   f"{r['replies_per_message']:.2f} replies (echo {echo['replies_per_message']:.2f})"
                   f", {r['trips']['statements']:.2f} statements in "
                   f"{r['trips']['transactions']:.2f} transactions")
+        for name, r in rows:
+            print(f"machine CPU per message, {name}: bot {r['cpu_per_message_ms']:.2f} ms + "
+                  f"fake API and customers {r['child_cpu_ms']:.2f} ms + PostgreSQL "
+                  f"{r['pg_cpu_ms']:.2f} ms")
+        for name, r in rows:
+            kinds = ", ".join(f"{k} {1000 * v:.0f}" for k, v in r["p99_by_kind"].items())
+            print(f"p99 ms by message, {name}: {kinds}")
         if timed.dialogue:
             d = statistics.mean(timed.dialogue) * 1000
             nlu = statistics.mean(timed.nlu) * 1000 if timed.nlu else 0.0
