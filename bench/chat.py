@@ -4,14 +4,17 @@ then a status-update fan-out through the Telegram outbox sender and its 30 msg/s
 Prints figures; never passes or fails.
 
     .venv/bin/python -m bench.chat [--db sqlite|postgres] [--customers 200] [--seconds 15]
-                                   [--fanout 10000]
+                                   [--rate 300] [--fanout 10000]
 
 The fake Bot API and the simulated customers run in a child process, so the bot's process
 spends its CPU on the bot only. A customer writes, waits for the first reply (the latency is
 from the fake queueing the update to the fake receiving the bot's sendMessage), waits until the
-webhook POST is answered (all replies sent), and writes again. The customers are machines: the
-dialogue's flood throttle (8 messages per 10 s per chat) is raised for the run, or it would
-answer only the first few messages of each.
+webhook POST is answered (all replies sent), and writes again: at once, or with `--rate`
+after a think time that makes all of them together offer that many messages a second. What
+they write follows the bot (`Cycle`): /new, a new complaint, "skip" until the summary's
+Confirm shows, "yes", /status, a word more. The customers are machines: the dialogue's flood
+throttle (8 messages per 10 s per chat) is raised for the run, or it would answer only the
+first few messages of each.
 """
 
 from __future__ import annotations
