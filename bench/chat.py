@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import multiprocessing as mp
 import os
 import random
@@ -370,6 +371,21 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
     # the CPU measurement: its messages are not counted, so its CPU must not be either.
     await child.ask("drive", base=base, customers=args.customers, seconds=0,
                     warmup=warmup)
+    # As `careloop run` does once started (config/bootstrap.py), for the echo bot too: what
+    # start-up built stays out of the garbage collector's full scans.
+    gc.collect()
+    gc.freeze()
+    # The garbage collector's pauses in the window: each one stalls every customer waiting.
+    pauses: list[float] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - gc_started[0])
+
+    gc.callbacks.append(on_gc)
     profiler = cProfile.Profile() if args.profile and base != ECHO_BASE else None
     before = dict(trips or {})
     cpu, times = time.process_time(), os.times()
@@ -379,6 +395,7 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
         "drive", base=base, customers=args.customers, seconds=args.seconds, rate=args.rate,
         warmup=[],
     )
+    gc.callbacks.remove(on_gc)
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(f"{args.profile}.{base}")
@@ -392,6 +409,8 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
         1000 * (done.system - times.system) / max(result["messages"], 1)
     )
     result["rate"] = result["messages"] / result["elapsed"]
+    result["gc_longest_ms"] = 1000 * max(pauses, default=0.0)
+    result["gc_total_ms"] = 1000 * sum(pauses)
     if trips is not None:
         result["trips"] = {k: (v - before.get(k, 0)) / max(result["messages"], 1)
                            for k, v in trips.items()}
@@ -564,6 +583,9 @@ async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
             print(f"machine CPU per message, {name}: bot {r['cpu_per_message_ms']:.2f} ms + "
                   f"fake API and customers {r['child_cpu_ms']:.2f} ms + PostgreSQL "
                   f"{r['pg_cpu_ms']:.2f} ms")
+        for name, r in rows:
+            print(f"garbage collector, {name}: longest pause {r['gc_longest_ms']:.1f} ms, "
+                  f"{r['gc_total_ms']:.0f} ms in all")
         for name, r in rows:
             kinds = ", ".join(f"{k} {1000 * v:.0f}" for k, v in r["p99_by_kind"].items())
             print(f"p99 ms by message, {name}: {kinds}")

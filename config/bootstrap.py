@@ -4,6 +4,7 @@ and (as they arrive) the channels and monitors from settings, and runs them."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -217,6 +218,12 @@ async def run_service(
             asyncio.ensure_future(p)
             for p in _parts(role, service, channels, stop, out, secret)
         ]
+        # Everything built at start-up (the NLU model's tables, PTB, SQLAlchemy's mappers)
+        # lives as long as the process: keep it out of the garbage collector's full scans,
+        # which otherwise stall the event loop ~120 ms a few times a minute under chat load
+        # (bench.chat: the longest full collection 122 ms → 13 ms).
+        gc.collect()
+        gc.freeze()
         log.info("careloop running as %s (%s)", role, service.worker_id)
         await _until_stopped(tasks, stop)
     finally:
