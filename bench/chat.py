@@ -242,16 +242,8 @@ async def _drive(
     # Warm-up first (identities, conversations, connections), then the measured window.
     await asyncio.gather(*(warm(i) for i in range(customers)))
     sends = 0
-    pauses: list[float] = []
-    gc_started = [0.0]
-
-    def on_gc(phase: str, _info: dict[str, Any]) -> None:
-        if phase == "start":
-            gc_started[0] = time.perf_counter()
-        else:
-            pauses.append(time.perf_counter() - gc_started[0])
-
-    gc.callbacks.append(on_gc)
+    pauses = GcPauses()
+    gc.callbacks.append(pauses.on_gc)
     # The load generator keeps every message the bot sent (the fake's chats), so its heap
     # grows all run and its full collections reached 130–210 ms: a stall here is latency
     # charged to the bot. The generator collects before and after the window, not in it.
@@ -263,7 +255,7 @@ async def _drive(
         await asyncio.gather(*(customer(i, started + seconds) for i in range(customers)))
     finally:
         gc.enable()
-        gc.callbacks.remove(on_gc)
+        gc.callbacks.remove(pauses.on_gc)
     elapsed = time.monotonic() - started
     child_cpu, pg_cpu = time.process_time() - child_cpu, _postgres_cpu() - pg_cpu
     latencies.sort()
@@ -275,10 +267,28 @@ async def _drive(
         # The rest of the machine's CPU per message: the fake Bot API with the simulated
         # customers (this process), and every PostgreSQL process.
         "child_cpu_ms": 1000 * child_cpu / max(len(latencies), 1),
-        "child_gc_longest_ms": 1000 * max(pauses, default=0.0),
+        "child_gc_longest_ms": 1000 * pauses.longest,
         "pg_cpu_ms": 1000 * pg_cpu / max(len(latencies), 1),
         "violations": len(fake.violations),
     }
+
+
+@dataclass
+class GcPauses:
+    """The garbage collector's pauses while `on_gc` is in `gc.callbacks`."""
+
+    seconds: list[float] = field(default_factory=list)
+    _started: float = 0.0
+
+    def on_gc(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds.append(time.perf_counter() - self._started)
+
+    @property
+    def longest(self) -> float:
+        return max(self.seconds, default=0.0)
 
 
 def _postgres_cpu() -> float:
@@ -397,16 +407,8 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
     gc.collect()
     gc.freeze()
     # The garbage collector's pauses in the window: each one stalls every customer waiting.
-    pauses: list[float] = []
-    gc_started = [0.0]
-
-    def on_gc(phase: str, _info: dict[str, Any]) -> None:
-        if phase == "start":
-            gc_started[0] = time.perf_counter()
-        else:
-            pauses.append(time.perf_counter() - gc_started[0])
-
-    gc.callbacks.append(on_gc)
+    pauses = GcPauses()
+    gc.callbacks.append(pauses.on_gc)
     profiler = cProfile.Profile() if args.profile and base != ECHO_BASE else None
     before = dict(trips or {})
     cpu, times = time.process_time(), os.times()
@@ -416,7 +418,7 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
         "drive", base=base, customers=args.customers, seconds=args.seconds, rate=args.rate,
         warmup=[],
     )
-    gc.callbacks.remove(on_gc)
+    gc.callbacks.remove(pauses.on_gc)
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(f"{args.profile}.{base}")
@@ -430,8 +432,8 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
         1000 * (done.system - times.system) / max(result["messages"], 1)
     )
     result["rate"] = result["messages"] / result["elapsed"]
-    result["gc_longest_ms"] = 1000 * max(pauses, default=0.0)
-    result["gc_total_ms"] = 1000 * sum(pauses)
+    result["gc_longest_ms"] = 1000 * pauses.longest
+    result["gc_total_ms"] = 1000 * sum(pauses.seconds)
     if trips is not None:
         result["trips"] = {k: (v - before.get(k, 0)) / max(result["messages"], 1)
                            for k, v in trips.items()}
