@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from storage import outbox
+
 # Streams a monitor can poll. `import` is the stream of `careloop import mentions`.
 MENTIONS, DIRECT, SEARCH, IMPORT = "mentions", "dms", "search", "import"
 
 # Outbox kinds the platform senders handle besides the ticket notifications they share with
 # the chat channels (those are rendered by bot/notifications.py and sent as direct messages).
-PUBLIC_REPLY = "public_reply"  # payload: {"post_id", "in_reply_to", "text", "platform"}
+PUBLIC_REPLY = outbox.PUBLIC_REPLY  # the outbox kind, named here for the senders
 
 
 @dataclass(frozen=True, slots=True)

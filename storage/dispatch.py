@@ -20,8 +20,6 @@ from storage.clock import Clock, utc_now
 from storage.db import Store
 from storage.models import ChannelIdentity
 
-# monitors.types.PUBLIC_REPLY (storage imports nothing above it).
-PUBLIC_REPLY = "public_reply"
 log = logging.getLogger("careloop.outbox")
 
 Sender = Callable[[outbox.Delivery], Awaitable[None]]
@@ -76,7 +74,7 @@ class Outcome:
 async def _deliver(
     sender: Sender, d: outbox.Delivery, policy: DispatchPolicy, out: Outcome
 ) -> None:
-    if not d.reachable and d.kind != PUBLIC_REPLY:
+    if not d.reachable and d.kind != outbox.PUBLIC_REPLY:
         # They blocked us: sending would only be refused (and spend the rate limit a fan-out
         # needs). A public reply to a mention goes to the post, not to them, so it still goes.
         out.dead.append((d.id, "the customer cannot be reached on this channel (blocked)", None))

@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.models import ChannelIdentity, OutboxMessage
 
 PENDING, SENDING, SENT, DEAD = "pending", "sending", "sent", "dead"
+# The kind of a reply to a social post: it goes to the post, not to a customer's inbox.
+# payload: {"post_id", "in_reply_to", "text", "platform"}
+PUBLIC_REPLY = "public_reply"
 # A claimed row whose worker died comes back after this long.
 CLAIM_LEASE = timedelta(minutes=2)
 

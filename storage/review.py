@@ -485,7 +485,7 @@ async def reply_mention(
         channel=post.platform,
         identity_id=None,
         ticket_id=post.ticket_id,
-        kind="public_reply",  # monitors.types.PUBLIC_REPLY (storage imports nothing above it)
+        kind=outbox.PUBLIC_REPLY,
         payload={
             "post_id": post.id,
             "in_reply_to": post.external_id,
