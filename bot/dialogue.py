@@ -27,7 +27,7 @@ from bot.flows import handoff, intake, status, survey
 from bot.flows.turn import ChatPolicy, Turn, button, menu
 from bot.understanding import Understanding
 from nlu.types import Interpreter, Parse
-from storage import conversations
+from storage import conversations, outbox
 from storage.clock import Clock
 from storage.db import Store
 from storage.lifecycle import DONE_STATUSES, format_number
@@ -121,7 +121,7 @@ async def _turn(
         # They write to us, so they can be written to again (they unblocked the bot).
         if not isinstance(reader, AsyncSession):
             raise conversations.NeedsTransaction("the identity was unreachable")
-        await conversations.set_reachable(reader, reachable=True, identity_id=loaded.identity.id)
+        await outbox.set_reachable(reader, reachable=True, identity_id=loaded.identity.id)
     conversation = loaded.conversation
     state = dict(conversation.state or {})
     session = reader if isinstance(reader, AsyncSession) else None

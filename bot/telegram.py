@@ -54,7 +54,6 @@ from bot import telegram_convert as conv
 from bot.channel import Dialogue, Inbound, Reply
 from bot.telegram_http import AiohttpRequest
 from storage import dispatch, outbox
-from storage.conversations import set_reachable
 from storage.db import Store
 
 log = logging.getLogger("careloop.telegram")
@@ -415,7 +414,7 @@ class TelegramChannel:
         if status not in (ChatMember.BANNED, ChatMember.MEMBER):
             return
         async with self.store.transaction() as session:
-            await set_reachable(
+            await outbox.set_reachable(
                 session, reachable=status == ChatMember.MEMBER, reason="blocked the bot",
                 channel=conv.CHANNEL, external_id=str(change.chat.id),
             )

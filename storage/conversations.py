@@ -568,27 +568,6 @@ async def attach_pending_to_ticket(
 
 
 CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
-IDENTITIES: Table = ChannelIdentity.__table__  # type: ignore[assignment]
-
-
-async def set_reachable(
-    session: AsyncSession, *, reachable: bool, reason: str | None = None,
-    identity_id: int | None = None, channel: str | None = None, external_id: str | None = None,
-) -> int:
-    """Records whether the customer can be written to on this identity (by id, or by
-    channel and platform id): False when they blocked us, True when they unblocked or wrote.
-    Returns how many identities changed."""
-    where = (
-        [IDENTITIES.c.id == identity_id] if identity_id is not None
-        else [IDENTITIES.c.channel == channel, IDENTITIES.c.external_id == external_id]
-    )
-    result = await session.execute(
-        update(IDENTITIES).where(*where, IDENTITIES.c.reachable.is_not(reachable))
-        .values(reachable=reachable, unreachable_reason=None if reachable else reason)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
 _SET_LANGUAGE = (
     update(CUSTOMERS)
     .where(CUSTOMERS.c.id == bindparam("b_customer_id"))

@@ -13,12 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import update
-
 from storage import outbox
 from storage.clock import Clock, utc_now
 from storage.db import Store
-from storage.models import ChannelIdentity
 
 log = logging.getLogger("careloop.outbox")
 
@@ -122,10 +119,8 @@ async def _record(store: Store, out: Outcome, worker: str, clock: Clock) -> None
         for row_id, reason, unreachable_identity in out.dead:
             await outbox.mark_dead(session, row_id, reason)
             if unreachable_identity is not None:
-                await session.execute(
-                    update(ChannelIdentity)
-                    .where(ChannelIdentity.id == unreachable_identity)
-                    .values(reachable=False, unreachable_reason=reason[:200])
+                await outbox.set_reachable(
+                    session, reachable=False, reason=reason, identity_id=unreachable_identity
                 )
         await outbox.release(session, out.released, worker)
 

@@ -33,7 +33,7 @@ class Delivery:
     kind: str
     payload: dict[str, Any]
     attempt: int
-    # False: the customer blocked us on this identity (storage.conversations.set_reachable).
+    # False: the customer blocked us on this identity (set_reachable).
     reachable: bool = True
 
 
@@ -190,3 +190,24 @@ async def counts_by_status(session: AsyncSession) -> dict[str, int]:
         select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
     )
     return {status: n for status, n in rows.all()}
+
+
+async def set_reachable(
+    session: AsyncSession, *, reachable: bool, reason: str | None = None,
+    identity_id: int | None = None, channel: str | None = None, external_id: str | None = None,
+) -> int:
+    """Records whether the customer can be written to on this identity (by id, or by channel
+    and platform id): False when they blocked us or a send was refused for good, True when
+    they unblocked or wrote again. The outbox worker skips unreachable ones. Returns
+    how many identities matched."""
+    where = (
+        [ChannelIdentity.id == identity_id] if identity_id is not None
+        else [ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id]
+    )
+    result = await session.execute(
+        update(ChannelIdentity).where(*where).values(
+            reachable=reachable,
+            unreachable_reason=None if reachable else (reason or "")[:200] or None,
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

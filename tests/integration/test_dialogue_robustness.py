@@ -165,8 +165,8 @@ async def test_a_new_customers_first_messages_at_once_make_one_customer(shop: Sh
 
 
 async def test_a_customer_who_writes_again_can_be_written_to_again(shop: Shop) -> None:
-    from storage.conversations import set_reachable
     from storage.models import ChannelIdentity
+    from storage.outbox import set_reachable
 
     chat = shop.chat()
     await chat.say("hello")
