@@ -256,24 +256,6 @@ async def save_conversation(
     conversation.version += 1
 
 
-async def insert_inbound(
-    session: AsyncSession,
-    conversation_id: int,
-    *,
-    channel: str,
-    external_id: str | None,
-    text: str,
-    now: datetime,
-) -> None:
-    """`record_inbound` as one Core INSERT, for a message nothing else refers to."""
-    conn = await session.connection()
-    await conn.execute(INSERT_MESSAGE, {
-        "conversation_id": conversation_id, "ticket_id": None, "direction": "in",
-        "author_type": "customer", "author_name": None, "text": text, "public": True,
-        "channel": channel, "external_id": external_id, "created_at": now,
-    })
-
-
 _MESSAGE_COLUMNS = (
     "conversation_id", "ticket_id", "direction", "author_type", "author_name", "text", "public",
     "channel", "external_id", "created_at",
@@ -311,7 +293,7 @@ class TicketChanged(TurnRaced):
 # Both raised by the database in the middle of the statement (careloop_expect, migration
 # 0008), as serialization failures; a deadlock with the desk is retried the same way.
 _RACED_STATES = ("40001", "40P01")
-# The kind of a chat reply's outbox row (bot.flows.turn.CHAT_REPLY).
+# The kind of a chat reply's outbox row.
 CHAT_REPLY_KIND = "chat_reply"
 
 
@@ -436,7 +418,7 @@ async def write_turn_pg(
     on_ticket: OnTicket | None = None,
     replies: Replies,
 ) -> list[int]:
-    """`insert_inbound` (or `add_customer_message` on an open ticket), the replies and
+    """The inbound message (or `add_customer_message` on an open ticket), the replies and
     `save_conversation` in one statement on PostgreSQL, inside a transaction or without one
     (on a raw asyncpg connection). Returns the replies' outbox ids; raises TurnRaced
     (nothing written) if the conversation's version or the ticket's status is no longer what

@@ -25,7 +25,7 @@ from storage.conversations import ConversationRow, IdentityRef, NeedsTransaction
 from storage.models import Message, OutboxMessage
 from storage.tickets import TicketRules
 
-CHAT_REPLY = "chat_reply"
+CHAT_REPLY = conversations.CHAT_REPLY_KIND
 
 
 @dataclass(frozen=True)
