@@ -28,6 +28,7 @@ import os
 import random
 import socket
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -252,7 +253,8 @@ async def _drive(
     gc.disable()
     started, child_cpu, pg_cpu = time.monotonic(), time.process_time(), _postgres_cpu()
     try:
-        await asyncio.gather(*(customer(i, started + seconds) for i in range(customers)))
+        with LoopLag() as lag:
+            await asyncio.gather(*(customer(i, started + seconds) for i in range(customers)))
     finally:
         gc.enable()
         gc.callbacks.remove(pauses.on_gc)
@@ -268,6 +270,7 @@ async def _drive(
         # customers (this process), and every PostgreSQL process.
         "child_cpu_ms": 1000 * child_cpu / max(len(latencies), 1),
         "child_gc_longest_ms": 1000 * pauses.longest,
+        "child_lag": lag.summary(),
         "pg_cpu_ms": 1000 * pg_cpu / max(len(latencies), 1),
         "violations": len(fake.violations),
     }
@@ -289,6 +292,36 @@ class GcPauses:
     @property
     def longest(self) -> float:
         return max(self.seconds, default=0.0)
+
+
+class LoopLag:
+    """How late the event loop runs a 5 ms timer: a stall here (a long callback, a collection)
+    delays every customer waiting on this process, whatever the database does."""
+
+    def __init__(self) -> None:
+        self.late: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + 0.005
+            await asyncio.sleep(0.005)
+            self.late.append(loop.time() - due)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def summary(self) -> str:
+        late = sorted(self.late)
+        over = sum(1 for x in late if x > 0.020)
+        return (f"p99 {1000 * _pct(late, 99):.1f} ms, longest {1000 * max(late, default=0):.1f}"
+                f" ms, {over} stalls over 20 ms")
 
 
 def _postgres_cpu() -> float:
@@ -414,10 +447,12 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
     cpu, times = time.process_time(), os.times()
     if profiler is not None:
         profiler.enable()
-    result: dict[str, Any] = await child.ask(
-        "drive", base=base, customers=args.customers, seconds=args.seconds, rate=args.rate,
-        warmup=[],
-    )
+    with LoopLag() as lag:
+        result: dict[str, Any] = await child.ask(
+            "drive", base=base, customers=args.customers, seconds=args.seconds,
+            rate=args.rate, warmup=[],
+        )
+    result["lag"] = lag.summary()
     gc.callbacks.remove(pauses.on_gc)
     if profiler is not None:
         profiler.disable()
@@ -481,7 +516,10 @@ async def ours_phase(
     await channel.start()
     # Database round trips per message: statements, and transactions (BEGIN and COMMIT are
     # a round trip each on asyncpg).
-    trips = {"statements": 0, "transactions": 0}
+    trips = {"statements": 0, "transactions": 0, "connections": 0}
+
+    def on_connect(*_a: Any) -> None:
+        trips["connections"] += 1
 
     def on_statement(*_a: Any) -> None:
         trips["statements"] += 1
@@ -502,15 +540,19 @@ async def ours_phase(
 
     event.listen(store.engine.sync_engine, "before_cursor_execute", on_statement)
     event.listen(store.engine.sync_engine, "begin", on_begin)
+    event.listen(store.engine.sync_engine, "connect", on_connect)
     for name, run in originals.items():
         setattr(Direct, name, counting(run))
     try:
+        print(f"careloop ({variant}): warm-up, then {args.seconds:.0f} s measured (pid "
+              f"{os.getpid()})", file=sys.stderr, flush=True)
         result = await measured(child, base, args, warmup=["/start"], trips=trips)
     finally:
         for name, run in originals.items():
             setattr(Direct, name, run)
         event.remove(store.engine.sync_engine, "before_cursor_execute", on_statement)
         event.remove(store.engine.sync_engine, "begin", on_begin)
+        event.remove(store.engine.sync_engine, "connect", on_connect)
     return result, timed, channel, runner
 
 
@@ -601,7 +643,8 @@ async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
             print(f"per-message CPU, {name} / echo: {ratio:.2f}x; per message: "
                   f"{r['replies_per_message']:.2f} replies (echo {echo['replies_per_message']:.2f})"
                   f", {r['trips']['statements']:.2f} statements in "
-                  f"{r['trips']['transactions']:.2f} transactions")
+                  f"{r['trips']['transactions']:.2f} transactions; "
+                  f"{r['trips']['connections'] * r['messages']:.0f} new database connections")
         for name, r in rows:
             print(f"machine CPU per message, {name}: bot {r['cpu_per_message_ms']:.2f} ms + "
                   f"fake API and customers {r['child_cpu_ms']:.2f} ms + PostgreSQL "
@@ -610,6 +653,9 @@ async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
             print(f"garbage collector, {name}: longest pause {r['gc_longest_ms']:.1f} ms, "
                   f"{r['gc_total_ms']:.0f} ms in all (the fake's and customers' process: "
                   f"longest {r['child_gc_longest_ms']:.1f} ms)")
+        for name, r in rows:
+            print(f"event loop lateness, {name}: bot {r['lag']}; fake API and customers "
+                  f"{r['child_lag']}")
         for name, r in rows:
             kinds = ", ".join(f"{k} {1000 * v:.0f}" for k, v in r["p99_by_kind"].items())
             print(f"p99 ms by message, {name}: {kinds}")
