@@ -80,7 +80,7 @@ class Service:
 def build_service(settings: Settings) -> Service:
     return Service(
         settings=settings,
-        store=create_store(settings.database_url),
+        store=create_store(settings.database_url, pool_size=settings.db_pool_size),
         rules=TicketRules(sla=sla_policy(settings)),
         hasher=password_hasher(),
         interpreter=make_interpreter(settings.nlu_backend, settings.rasa_url),

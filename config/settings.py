@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from storage.db import DEFAULT_POOL_SIZE
+
 ENV_PREFIX = "CARELOOP_"
 DEFAULT_TOML = Path("careloop.toml")
 
@@ -64,6 +66,9 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite+aiosqlite:///./careloop.db"
+    # PostgreSQL connections each process keeps (storage/db.py DEFAULT_POOL_SIZE says why 24);
+    # the server's max_connections must hold this (plus a quarter) times the processes.
+    db_pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=2, le=500)
     desk_host: str = "127.0.0.1"
     desk_port: int = Field(default=8080, ge=0, le=65535)
     secret_key: SecretStr | None = None

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from storage import conversations
 from storage.db import create_store
@@ -164,3 +164,25 @@ async def test_the_database_dropping_its_connections_loses_no_message(
         answers = list((await s.scalars(select(OutboxMessage.payload).where(
             OutboxMessage.key.like("%:after-cut:%")))).all())
     assert len(answers) == 1 and f"CL-{ticket_id}" in answers[0]["text"]
+
+
+async def test_a_crowd_writing_at_once_is_served_from_the_pool_without_new_connections(
+    shop: Shop,
+) -> None:
+    # Opening a connection beyond the pool costs ~50 ms, and such a connection is closed again
+    # when it comes back: the chat's turns in flight must fit the pool that stays open.
+    opened = 0
+
+    def on_connect(*_a: Any) -> None:
+        nonlocal opened
+        opened += 1
+
+    event.listen(shop.store.engine.sync_engine, "connect", on_connect)
+    try:
+        chats = [shop.chat(customer=str(9000 + n)) for n in range(48)]
+        for text in ("hello", "My parcel for order 123-4567 never arrived", "skip"):
+            answers = await asyncio.gather(*(c.say(text) for c in chats))
+            assert all(answers)
+    finally:
+        event.remove(shop.store.engine.sync_engine, "connect", on_connect)
+    assert opened <= shop.store.engine.pool.size()  # type: ignore[attr-defined]

@@ -73,3 +73,19 @@ def test_the_example_file_is_valid_and_complete() -> None:
     text = example.read_text()
     for name in type(s).model_fields:
         assert name in text, f"{name} is not documented in careloop.example.toml"
+
+
+async def test_the_pool_size_reaches_the_postgresql_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from config.bootstrap import build_service
+
+    monkeypatch.setenv("CARELOOP_DATABASE_URL", "postgresql+asyncpg://careloop@db-host/careloop")
+    monkeypatch.setenv("CARELOOP_DB_POOL_SIZE", "40")
+    service = build_service(load_settings())
+    try:
+        pool = service.store.engine.pool
+        assert pool.size() == 40  # type: ignore[attr-defined]
+    finally:
+        await service.store.close()
+    monkeypatch.setenv("CARELOOP_DB_POOL_SIZE", "1")
+    with pytest.raises(SettingsError, match="CARELOOP_DB_POOL_SIZE"):
+        load_settings()
