@@ -18,7 +18,9 @@ from aiohttp import web
 from argon2 import PasswordHasher
 from sqlalchemy import text
 
+from config import processes
 from config.channels import Channels, build_channels
+from config.logging import setup_logging
 from config.monitors import monitor_health, run_monitors
 from config.settings import Settings
 from desk.app import make_app
@@ -136,7 +138,8 @@ async def _sla_loop(service: Service, stop: asyncio.Event) -> None:
 
 
 async def _serve_desk(
-    service: Service, channels: Channels, stop: asyncio.Event, out: TextIO, secret: str
+    service: Service, channels: Channels, stop: asyncio.Event, out: TextIO, secret: str,
+    reuse_port: bool,
 ) -> None:
     intake = TicketIntake(service.store, service.rules)
     intake.start()
@@ -154,7 +157,9 @@ async def _serve_desk(
     app = make_app(ctx, extra=channels.route_hooks)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, service.settings.desk_host, service.settings.desk_port)
+    site = web.TCPSite(
+        runner, service.settings.desk_host, service.settings.desk_port, reuse_port=reuse_port
+    )
     await site.start()
     host, port = service.settings.desk_host, service.settings.desk_port
     if port == 0 and runner.addresses:
@@ -171,12 +176,18 @@ async def _serve_desk(
 
 def _parts(
     role: str, service: Service, channels: Channels, stop: asyncio.Event, out: TextIO,
-    secret: str,
+    secret: str, reuse_port: bool,
 ) -> list[Awaitable[None]]:
     s = service.settings
     parts: list[Awaitable[None]] = []
     if role in ("all", "desk"):
-        parts.append(_serve_desk(service, channels, stop, out, secret))
+        parts.append(_serve_desk(service, channels, stop, out, secret, reuse_port))
+        if s.desk_processes > 1:
+            # Spawned once this process has migrated the database and made the first admin.
+            parts.append(processes.supervise(
+                desk_process, (_for_desk_process(s),),
+                s.desk_processes - 1, stop, grace_seconds=STOP_GRACE_SECONDS + 2,
+            ))
     if role in ("all", "worker"):
         parts.append(
             run_dispatcher(
@@ -196,9 +207,27 @@ def _parts(
     return parts
 
 
+def _for_desk_process(settings: Settings) -> Settings:
+    # load_settings' class is made at run time (it carries the TOML file's path), so it cannot
+    # be pickled for a spawned process; the values, checked already, go in the plain class.
+    values = {name: getattr(settings, name) for name in Settings.model_fields}
+    return Settings.model_construct(**(values | {"desk_processes": 1}))
+
+
+def desk_process(settings: Settings) -> None:
+    """An extra desk process (config/processes.py): the `desk` role on the shared port."""
+    setup_logging(settings.log_level)
+    with open(os.devnull, "w") as quiet:  # the first process already printed the addresses
+        asyncio.run(run_service(settings, "desk", quiet, reuse_port=True))
+
+
 async def run_service(
-    settings: Settings, role: str, out: TextIO, stop: asyncio.Event | None = None
+    settings: Settings, role: str, out: TextIO, stop: asyncio.Event | None = None,
+    *, reuse_port: bool = False,
 ) -> None:
+    """`reuse_port`: the desk port is shared with other processes (CARELOOP_DESK_PROCESSES);
+    set in each of them, the first one included."""
+    reuse_port = reuse_port or settings.desk_processes > 1
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -216,7 +245,7 @@ async def run_service(
         await channels.start()
         tasks = [
             asyncio.ensure_future(p)
-            for p in _parts(role, service, channels, stop, out, secret)
+            for p in _parts(role, service, channels, stop, out, secret, reuse_port)
         ]
         # Everything built at start-up (the NLU model's tables, PTB, SQLAlchemy's mappers)
         # lives as long as the process: keep it out of the garbage collector's full scans,

@@ -11,7 +11,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -71,6 +79,10 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=2, le=500)
     desk_host: str = "127.0.0.1"
     desk_port: int = Field(default=8080, ge=0, le=65535)
+    # Processes answering the desk port (the desk, API, web chat and Telegram webhook), which
+    # they share with SO_REUSEPORT: a process uses one core, so one per core. The first runs
+    # the rest of its role too; the others are supervised by it (config/processes.py).
+    desk_processes: int = Field(default=1, ge=1, le=64)
     secret_key: SecretStr | None = None
     admin_user: str | None = None
     admin_password: SecretStr | None = None
@@ -130,6 +142,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
             )
+        return value
+
+    @field_validator("desk_processes")
+    @classmethod
+    def _shared_port(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and info.data.get("desk_port") == 0:
+            raise ValueError("several desk processes need a fixed desk_port to share (not 0)")
         return value
 
     @field_validator("telegram_api_base", "x_api_base", "rasa_url")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -44,7 +45,8 @@ METRICS = web.AppKey("careloop_metrics", DeskMetrics)
 
 async def healthz(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    body: dict[str, object] = {"status": "ok", "database": "ok"}
+    # "process": which process answered, when several share the port (CARELOOP_DESK_PROCESSES).
+    body: dict[str, object] = {"status": "ok", "database": "ok", "process": os.getpid()}
     status = 200
     try:
         await asyncio.wait_for(ctx.store.ping(), DB_TIMEOUT)

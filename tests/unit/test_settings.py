@@ -89,3 +89,11 @@ async def test_the_pool_size_reaches_the_postgresql_engine(monkeypatch: pytest.M
     monkeypatch.setenv("CARELOOP_DB_POOL_SIZE", "1")
     with pytest.raises(SettingsError, match="CARELOOP_DB_POOL_SIZE"):
         load_settings()
+
+
+def test_several_desk_processes_need_a_port_to_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARELOOP_DESK_PROCESSES", "2")
+    assert load_settings().desk_processes == 2
+    monkeypatch.setenv("CARELOOP_DESK_PORT", "0")
+    with pytest.raises(SettingsError, match="CARELOOP_DESK_PROCESSES.*fixed desk_port"):
+        load_settings()
