@@ -430,13 +430,18 @@ async def echo_phase(child: Child, token: str, args: argparse.Namespace) -> dict
 
 
 async def measured(child: Child, base: int, args: argparse.Namespace,
-                   warmup: list[str], trips: dict[str, int] | None = None) -> dict[str, Any]:
+                   warmup: list[str], trips: dict[str, int] | None = None,
+                   timed: Timed | None = None,
+                   others: BotProcesses | None = None) -> dict[str, Any]:
     # The warm-up (first contact: customers, identities, conversations) runs first, outside
     # the CPU measurement: its messages are not counted, so its CPU must not be either.
     await child.ask("drive", base=base, customers=args.customers, seconds=0,
                     warmup=warmup)
     # As `careloop run` does once started (config/bootstrap.py), for the echo bot too: what
     # start-up built stays out of the garbage collector's full scans.
+    if timed is not None:  # the window's calls only, not the warm-up's first contacts
+        timed.nlu.clear()
+        timed.dialogue.clear()
     gc.collect()
     gc.freeze()
     # The garbage collector's pauses in the window: each one stalls every customer waiting.
@@ -445,6 +450,7 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
     profiler = cProfile.Profile() if args.profile and base != ECHO_BASE else None
     before = dict(trips or {})
     cpu, times = time.process_time(), os.times()
+    others_cpu = await others.cpu() if others is not None else (0.0, 0.0)
     if profiler is not None:
         profiler.enable()
     with LoopLag() as lag:
@@ -457,26 +463,131 @@ async def measured(child: Child, base: int, args: argparse.Namespace,
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(f"{args.profile}.{base}")
-    done = os.times()
-    result["cpu_per_message_ms"] = (
-        1000 * (time.process_time() - cpu) / max(result["messages"], 1)
-    )
+    done, cpu = os.times(), time.process_time() - cpu
+    more, more_sys = others_cpu
+    if others is not None:
+        after = await others.cpu()
+        more, more_sys = after[0] - more, after[1] - more_sys
+    result["cpu_per_message_ms"] = 1000 * (cpu + more) / max(result["messages"], 1)
     # The kernel's share (system time) is mostly loopback socket work: round trips to the
     # database and HTTP to the fake, so it moves with the number of round trips per message.
     result["sys_per_message_ms"] = (
-        1000 * (done.system - times.system) / max(result["messages"], 1)
+        1000 * (done.system - times.system + more_sys) / max(result["messages"], 1)
     )
     result["rate"] = result["messages"] / result["elapsed"]
     result["gc_longest_ms"] = 1000 * pauses.longest
     result["gc_total_ms"] = 1000 * sum(pauses.seconds)
     if trips is not None:
-        result["trips"] = {k: (v - before.get(k, 0)) / max(result["messages"], 1)
+        # Counted in this process only: per message it handled (the dialogue's calls).
+        handled = len(timed.dialogue) if timed is not None else result["messages"]
+        result["trips"] = {k: (v - before.get(k, 0)) / max(handled, 1)
                            for k, v in trips.items()}
     return result
 
 
+def _careloop_dialogue(store: Store, interpreter: Any, args: argparse.Namespace,
+                       flags: list[str]) -> Any:
+    return make_dialogue(store, TicketRules(sla=SlaPolicy()), interpreter,
+                         policy=ChatPolicy(burst=1_000_000,
+                                           concurrency=args.concurrency or ChatPolicy.concurrency,
+                                           optimistic="locked" not in flags))
+
+
+async def _careloop_channel(
+    token: str, api_base: str, store: Store, dialogue: Any, sock: socket.socket,
+    transport: str, flags: list[str],
+) -> tuple[TelegramChannel, web.AppRunner]:
+    """careloop's Telegram channel in webhook mode, served on `sock`."""
+    app = web.Application()
+    runner = web.AppRunner(app, access_log=None)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/telegram/webhook"
+    channel = TelegramChannel(
+        token, api_base, "webhook", url, SECRET, dialogue, store,
+        transport=transport,  # type: ignore[arg-type]
+        mark_delivered=delivery.mark_delivered if "inline" in flags else None,
+    )
+    # The channel needs its URL before the route exists; bind first, then add the route.
+    channel.webhook_hook(app)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    await channel.start()
+    return channel, runner
+
+
+def _shared_socket(port: int = 0) -> socket.socket:
+    """A listening address several processes bind at once (SO_REUSEPORT), as
+    CARELOOP_DESK_PROCESSES does: the kernel spreads the fake's connections over them."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def _bot_process(conn: Connection, db_url: str, token: str, api_base: str, port: int,
+                 variant: str, args: argparse.Namespace) -> None:
+    """One more careloop process (--processes): the same channel on the shared port."""
+    async def main() -> None:
+        store = create_store(db_url)
+        transport, *flags = variant.split("-")
+        interpreter = make_interpreter("embedded")
+        await interpreter.parse("warm up the model")
+        dialogue = _careloop_dialogue(store, interpreter, args, flags)
+        channel, runner = await _careloop_channel(
+            token, api_base, store, dialogue, _shared_socket(port), transport, flags)
+        gc.collect()
+        gc.freeze()  # as `careloop run` does once started
+        conn.send("ready")
+        loop = asyncio.get_running_loop()
+        while (command := await loop.run_in_executor(None, conn.recv)) != "stop":
+            if command == "cpu":
+                t = os.times()
+                conn.send((t.user + t.system, t.system))
+        await channel.stop()
+        await runner.cleanup()
+        await store.close()
+
+    asyncio.run(main())
+
+
+class BotProcesses:
+    """careloop processes beside this one, on the same port; their CPU is counted with ours."""
+
+    def __init__(self) -> None:
+        self.conns: list[Connection] = []
+        self.procs: list[Any] = []
+
+    def start(self, n: int, *args: Any) -> None:
+        ctx = mp.get_context("spawn")
+        for _ in range(n):
+            conn, child_conn = ctx.Pipe()
+            proc = ctx.Process(target=_bot_process, args=(child_conn, *args), daemon=True)
+            proc.start()
+            self.conns.append(conn)
+            self.procs.append(proc)
+        for conn in self.conns:
+            assert conn.recv() == "ready"
+
+    async def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far, all of them together: (user + system, system)."""
+        def ask() -> tuple[float, float]:
+            total = system = 0.0
+            for conn in self.conns:
+                conn.send("cpu")
+                both, sys_ = conn.recv()
+                total, system = total + both, system + sys_
+            return total, system
+        return await asyncio.get_running_loop().run_in_executor(None, ask)
+
+    def stop(self) -> None:
+        for conn, proc in zip(self.conns, self.procs, strict=True):
+            conn.send("stop")
+            proc.join(15)
+        self.conns, self.procs = [], []
+
+
 async def ours_phase(
-    child: Child, token: str, store: Store, args: argparse.Namespace, base: int, variant: str
+    child: Child, token: str, store: Store, args: argparse.Namespace, base: int, variant: str,
+    db_url: str,
 ) -> tuple[dict[str, Any], Timed, TelegramChannel, web.AppRunner]:
     timed = Timed()
     interpreter = TimedInterpreter(make_interpreter("embedded"), timed)
@@ -486,11 +597,7 @@ async def ours_phase(
     # one transaction each, as before the background batch (bot/delivery.py); "-locked" runs
     # every turn in a locked transaction, as before optimistic turns (ChatPolicy.optimistic).
     transport, *flags = variant.split("-")
-    inner = make_dialogue(store, TicketRules(sla=SlaPolicy()), interpreter,  # type: ignore[arg-type]
-                          policy=ChatPolicy(burst=1_000_000,
-                                            concurrency=args.concurrency or
-                                            ChatPolicy.concurrency,
-                                            optimistic="locked" not in flags))
+    inner = _careloop_dialogue(store, interpreter, args, flags)
 
     async def dialogue(inbound: Any) -> Any:
         started = time.perf_counter()
@@ -499,21 +606,13 @@ async def ours_phase(
         finally:
             timed.dialogue.append(time.perf_counter() - started)
 
-    app = web.Application()
-    runner = web.AppRunner(app, access_log=None)
-    # The channel needs its URL before the route exists; bind first, then add the route.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/telegram/webhook"
-    channel = TelegramChannel(
-        token, child.api_base, "webhook", url, SECRET, dialogue, store,
-        transport=transport,  # type: ignore[arg-type]
-        mark_delivered=delivery.mark_delivered if "inline" in flags else None,
-    )
-    channel.webhook_hook(app)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
-    await channel.start()
+    sock = _shared_socket()
+    others = BotProcesses()
+    if args.processes > 1:
+        others.start(args.processes - 1, db_url, token, child.api_base,
+                     sock.getsockname()[1], variant, args)
+    channel, runner = await _careloop_channel(
+        token, child.api_base, store, dialogue, sock, transport, flags)
     # Database round trips per message: statements, and transactions (BEGIN and COMMIT are
     # a round trip each on asyncpg).
     trips = {"statements": 0, "transactions": 0, "connections": 0}
@@ -546,8 +645,10 @@ async def ours_phase(
     try:
         print(f"careloop ({variant}): warm-up, then {args.seconds:.0f} s measured (pid "
               f"{os.getpid()})", file=sys.stderr, flush=True)
-        result = await measured(child, base, args, warmup=["/start"], trips=trips)
+        result = await measured(child, base, args, warmup=["/start"], trips=trips, timed=timed,
+                                others=others if args.processes > 1 else None)
     finally:
+        others.stop()
         for name, run in originals.items():
             setattr(Direct, name, run)
         event.remove(store.engine.sync_engine, "before_cursor_execute", on_statement)
@@ -623,8 +724,9 @@ async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
         transports = args.transport.split(",")
         for n, transport in enumerate(transports):
             ours, timed, channel, runner = await ours_phase(
-                child, DEFAULT_TOKEN, store, args, OURS_BASE + 100_000 * n, transport)
-            rows.append((f"careloop ({transport})", ours))
+                child, DEFAULT_TOKEN, store, args, OURS_BASE + 100_000 * n, transport, db_url)
+            procs = f" x{args.processes}" if args.processes > 1 else ""
+            rows.append((f"careloop ({transport}){procs}", ours))
             if n < len(transports) - 1:
                 await channel.stop()
                 await runner.cleanup()
@@ -663,7 +765,10 @@ async def run(db_url: str, label: str, args: argparse.Namespace) -> None:
             d = statistics.mean(timed.dialogue) * 1000
             nlu = statistics.mean(timed.nlu) * 1000 if timed.nlu else 0.0
             share_nlu = len(timed.nlu) / len(timed.dialogue)
-            print(f"inside careloop's handler: dialogue call mean {d:.1f} ms (NLU parse "
+            calls = sorted(timed.dialogue)
+            d50, d99 = 1000 * _pct(calls, 50), 1000 * _pct(calls, 99)
+            print(f"inside careloop's handler: dialogue call mean {d:.1f} ms, p50 {d50:.1f}, "
+                  f"p99 {d99:.1f} (NLU parse "
                   f"{nlu:.1f} ms on {share_nlu:.0%} of messages; the rest is the store "
                   f"transaction), PTB + HTTP + sendMessage make up the remainder")
         print(f"fake API violations: {sum(r['violations'] for _, r in rows)}")
@@ -697,6 +802,10 @@ async def main() -> None:
     ap.add_argument("--concurrency", type=int, default=0,
                     help="the dialogue's transactions in flight (ChatPolicy.concurrency); "
                          "0 = the default")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="careloop processes sharing the webhook port, as "
+                         "CARELOOP_DESK_PROCESSES runs them (CPU is summed over them; "
+                         "statements are counted in the first)")
     ap.add_argument("--profile", default="",
                     help="cProfile careloop's measured window into PATH.<base> (slows it down)")
     args = ap.parse_args()
