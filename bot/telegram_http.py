@@ -10,7 +10,7 @@ limiting) is still python-telegram-bot's: this class only moves bytes, as HTTPXR
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+import json
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
@@ -18,7 +18,7 @@ from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
-_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+_JSON = {"Content-Type": "application/json"}
 
 
 class AiohttpRequest(BaseRequest):
@@ -77,7 +77,6 @@ class AiohttpRequest(BaseRequest):
         if session is None or session.closed:
             raise RuntimeError("This AiohttpRequest is not initialized!")
         files = request_data.multipart_data if request_data else None
-        params = request_data.json_parameters if request_data else None
 
         read = self._read_timeout if isinstance(read_timeout, DefaultValue) else read_timeout
         connect = (
@@ -103,8 +102,9 @@ class AiohttpRequest(BaseRequest):
         data: aiohttp.FormData | bytes | None
         headers: dict[str, str] | None = None
         if files:
+            assert request_data is not None
             form = aiohttp.FormData(quote_fields=False)
-            for name, value in (params or {}).items():
+            for name, value in request_data.json_parameters.items():
                 form.add_field(name, value)
             for name, upload in files.items():
                 if isinstance(upload, tuple):
@@ -114,11 +114,12 @@ class AiohttpRequest(BaseRequest):
                 else:
                     form.add_field(name, upload)
             data = form
-        elif params:
-            # The form encoded here rather than by aiohttp: its FormData costs a quarter of a
-            # reply's CPU for what urlencode does in microseconds.
-            data = urlencode(params).encode("ascii")
-            headers = _FORM
+        elif request_data is not None and (params := request_data.parameters):
+            # A JSON body, as the Bot API accepts: one C-encoded dumps of the values. aiohttp's
+            # FormData cost a quarter of a reply's CPU, and urlencode quotes every byte of the
+            # text in Python (2 % of the bot's CPU in bench.chat, more for Chinese text).
+            data = json.dumps(params, ensure_ascii=False).encode()
+            headers = _JSON
         else:
             data = None
 
