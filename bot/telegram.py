@@ -32,7 +32,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from telegram import BotCommand, ChatMember, InlineKeyboardMarkup, Update
+from telegram import BotCommand, ChatMember, Update
 from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -524,7 +524,7 @@ class TelegramChannel:
 
 
 async def send_text(
-    bot: ExtBot[Any], chat_id: int, text: str, markup: InlineKeyboardMarkup | None
+    bot: ExtBot[Any], chat_id: int, text: str, markup: conv.Markup | None
 ) -> None:
     """sendMessage through python-telegram-bot (its request, rate limiter and error types),
     without building a `Message` from Telegram's answer: nobody reads it, and parsing it was
