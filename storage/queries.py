@@ -16,7 +16,15 @@ from sqlalchemy.orm import defer
 
 from storage.errors import Invalid, NotFound
 from storage.lifecycle import PRIORITIES, format_number, parse_number
-from storage.models import Agent, Attachment, Customer, Message, Ticket, TicketEvent
+from storage.models import (
+    Agent,
+    Attachment,
+    ChannelIdentity,
+    Customer,
+    Message,
+    Ticket,
+    TicketEvent,
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,10 @@ class TicketDetail:
     # Tickets merged into this one: their messages and attachments are shown here too.
     merged_from: list[int] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
+    # False once the platform refused a message (they blocked the bot, deleted the account):
+    # the outbox stops sending to them until they write again (storage/outbox.set_reachable).
+    reachable: bool = True
+    unreachable_reason: str | None = None
 
 
 def encode_cursor(ticket: Any) -> str:
@@ -337,15 +349,17 @@ async def list_tickets(
 async def ticket_detail(session: AsyncSession, ticket_id: int) -> TicketDetail:
     row = (
         await session.execute(
-            select(Ticket, Customer, Agent.username)
+            select(Ticket, Customer, Agent.username, ChannelIdentity.reachable,
+                   ChannelIdentity.unreachable_reason)
             .join(Customer, Customer.id == Ticket.customer_id)
             .outerjoin(Agent, Agent.id == Ticket.assignee_id)
+            .outerjoin(ChannelIdentity, ChannelIdentity.id == Ticket.identity_id)
             .where(Ticket.id == ticket_id)
         )
     ).first()
     if row is None:
         raise NotFound(f"no ticket {format_number(ticket_id)}")
-    ticket, customer, assignee = row
+    ticket, customer, assignee, reachable, unreachable_reason = row
     events = list(
         (
             await session.scalars(
@@ -381,5 +395,6 @@ async def ticket_detail(session: AsyncSession, ticket_id: int) -> TicketDetail:
         ).all()
     )
     return TicketDetail(
-        ticket, customer, assignee, events, messages, merged_from, attachments
+        ticket, customer, assignee, events, messages, merged_from, attachments,
+        reachable=reachable is not False, unreachable_reason=unreachable_reason,
     )

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from storage import tickets
+from storage import outbox, tickets
 from storage.accounts import issue_token
 from storage.clock import ManualClock
 from storage.db import Store
@@ -156,6 +156,26 @@ async def test_public_replies_reach_the_outbox_internal_notes_do_not(
     assert html.index("VIP, careful") > html.index("internal note")
     empty = await _post(client, f"/tickets/CL-{ticket}/reply", token, text="  ")
     assert empty.status == 422 and "text is empty" in await empty.text()
+
+
+async def test_the_page_says_when_the_customer_blocked_the_bot_until_they_write_again(
+    store: Store, desk: tuple[TestClient, ManualClock, str]
+) -> None:
+    client, clock, _ = desk
+    r = rules(clock)
+    who = await chat_customer(store, r)
+    ticket = await chat_ticket(store, r, who)
+    warning = "cannot be reached on this channel"
+    assert warning not in await (await client.get(f"/tickets/CL-{ticket}")).text()
+    async with store.transaction() as s:  # a send refused with 403, as the outbox worker does
+        await outbox.set_reachable(s, reachable=False, identity_id=who.id,
+                                   reason=f"Forbidden: bot was blocked by the user {XSS}")
+    html = await (await client.get(f"/tickets/CL-{ticket}")).text()
+    assert warning in html and "bot was blocked by the user" in html
+    assert "<script>alert" not in html and "are not delivered until they write again" in html
+    async with store.transaction() as s:  # they wrote again
+        await outbox.set_reachable(s, reachable=True, identity_id=who.id)
+    assert warning not in await (await client.get(f"/tickets/CL-{ticket}")).text()
 
 
 async def test_admins_manage_canned_replies_and_agents_insert_them_filled_in(
