@@ -95,5 +95,5 @@ def test_several_desk_processes_need_a_port_to_share(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CARELOOP_DESK_PROCESSES", "2")
     assert load_settings().desk_processes == 2
     monkeypatch.setenv("CARELOOP_DESK_PORT", "0")
-    with pytest.raises(SettingsError, match="CARELOOP_DESK_PROCESSES.*fixed desk_port"):
+    with pytest.raises(SettingsError, match=r"CARELOOP_DESK_PROCESSES.*fixed desk_port"):
         load_settings()
