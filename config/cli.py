@@ -99,6 +99,31 @@ def cmd_agents_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agents_revoke(args: argparse.Namespace) -> int:
+    if (args.name is None) == (not args.token_stdin):
+        raise UsageError("agents revoke: give NAME (all their tokens) or --token-stdin (one)")
+    token = sys.stdin.readline().strip() if args.token_stdin else None
+    if args.token_stdin and not token:
+        raise UsageError("agents revoke: no token on standard input")
+    settings = _settings(args)
+
+    async def go() -> int:
+        service = build_service(settings)
+        try:
+            await prepare(service, sys.stderr, first_admin=False)
+            async with service.store.transaction() as session:
+                return await accounts.revoke_tokens(
+                    session, service.rules.clock(), username=args.name, token=token
+                )
+        finally:
+            await service.store.close()
+
+    count = asyncio.run(go())
+    whose = f" of {args.name}" if args.name else ""
+    print(f"revoked {count} token{'' if count == 1 else 's'}{whose}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="careloop", description="careloop customer care")
     parser.add_argument("--config", metavar="PATH", help="TOML settings file")
@@ -122,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     token = agents.add_parser("token", help="print a new API token")
     token.add_argument("name")
     token.set_defaults(func=cmd_agents_token)
+    revoke = agents.add_parser(
+        "revoke", help="revoke API tokens: every one of NAME, or the one read from stdin"
+    )
+    revoke.add_argument("name", nargs="?")
+    revoke.add_argument("--token-stdin", action="store_true")
+    revoke.set_defaults(func=cmd_agents_revoke)
 
     _optional_commands(sub)
     return parser

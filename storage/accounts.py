@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import Conflict, Invalid, NotFound
@@ -100,6 +100,24 @@ async def issue_token(session: AsyncSession, username: str, now: datetime) -> st
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(ApiToken(agent_id=agent.id, token_hash=_token_hash(token), created_at=now))
     return token
+
+
+async def revoke_tokens(
+    session: AsyncSession, now: datetime, *, username: str | None = None,
+    token: str | None = None,
+) -> int:
+    """Revokes one token (given whole) or every live token of an agent; returns how many.
+    Processes that cached the token stop accepting it within the cache's 30 s."""
+    where: list[ColumnElement[bool]] = [ApiToken.revoked_at.is_(None)]
+    if token is not None:
+        where.append(ApiToken.token_hash == _token_hash(token))
+    else:
+        agent = await get_agent(session, username or "")
+        if agent is None:
+            raise NotFound(f"no agent named {username!r}")
+        where.append(ApiToken.agent_id == agent.id)
+    result = await session.execute(update(ApiToken).where(*where).values(revoked_at=now))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def agent_for_token(session: AsyncSession, token: str, now: datetime) -> Agent | None:

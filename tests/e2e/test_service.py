@@ -6,6 +6,7 @@ import asyncio
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -159,3 +160,34 @@ def test_sigkill_during_concurrent_writes_loses_no_acknowledged_ticket(
             proc2.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc2.kill()
+
+
+def test_agents_revoke_takes_one_token_or_all_of_an_agent(tmp_path: Path) -> None:
+    from storage import accounts
+    from storage.db import create_store
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
+    env = careloop_env(url, free_port())
+    first, second = _token(env), careloop("agents", "token", "ops", env=env).stdout.strip()
+
+    async def working(*tokens: str) -> list[bool]:
+        store = create_store(url)
+        try:
+            async with store.transaction() as s:
+                now = datetime.now(UTC)
+                return [await accounts.agent_for_token(s, t, now) is not None for t in tokens]
+        finally:
+            await store.close()
+
+    assert asyncio.run(working(first, second)) == [True, True]
+    one = careloop("agents", "revoke", "--token-stdin", env=env, stdin=first + "\n")
+    assert one.returncode == 0 and one.stdout.strip() == "revoked 1 token"
+    assert first not in one.stdout + one.stderr  # the token is not echoed back
+    assert asyncio.run(working(first, second)) == [False, True]
+    every = careloop("agents", "revoke", "ops", env=env)
+    assert every.returncode == 0 and every.stdout.strip() == "revoked 1 token of ops"
+    assert asyncio.run(working(first, second)) == [False, False]
+    assert careloop("agents", "revoke", "ghost", env=env).returncode == 2
+    assert careloop("agents", "revoke", env=env).returncode == 2
+    both = careloop("agents", "revoke", "ops", "--token-stdin", env=env, stdin=second)
+    assert both.returncode == 2 and "NAME" in both.stderr
