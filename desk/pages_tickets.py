@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from multidict import MultiMapping
@@ -325,6 +325,39 @@ async def ticket_page(request: web.Request) -> web.Response:
     return await render(request, "ticket.html", await _ticket_context(request, _ticket_id(request)))
 
 
+# Shown in the browser: raster images only. Anything else a customer sent (SVG, HTML, PDF) is
+# downloaded, never rendered as a page of the desk's origin.
+INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+
+async def ticket_file(request: web.Request) -> web.Response:
+    """An attachment of the ticket (or of one merged into it), for the agents working it."""
+    ticket_id = _ticket_id(request)
+    number = format_number(ticket_id)
+    try:
+        attachment_id = int(request.match_info["id"])
+    except ValueError:
+        raise NotFound(f"no such file on {number}") from None
+    async with request.app[CTX].store.read() as session:
+        found = await ticket_messages.ticket_file(session, ticket_id, attachment_id)
+    if found is None or found.content is None:
+        raise NotFound(f"no such file on {number}")
+    mime = (found.mime_type or "").lower()
+    inline = mime in INLINE_TYPES
+    name = found.file_name or f"{number}-file-{found.id}"
+    return web.Response(
+        body=found.content,
+        content_type=mime if inline else "application/octet-stream",
+        headers={
+            "Content-Disposition": (
+                f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{quote(name, safe='')}"
+            ),
+            # Customers' photos: not kept by shared caches or the browser's disk cache.
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
 async def ticket_action(request: web.Request) -> web.Response:
     """One form on the ticket page. The hidden `seen_*` fields carry what the person was
     looking at; the service refuses (409, in words) a change to something that moved meanwhile,
@@ -521,4 +554,5 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/tickets/canned", canned_save)
     app.router.add_post("/tickets/canned/{id}/delete", canned_delete)
     app.router.add_get("/tickets/{number}", ticket_page)
+    app.router.add_get("/tickets/{number}/files/{id}", ticket_file)
     app.router.add_post("/tickets/{number}/{action}", ticket_action)

@@ -16,10 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, func, literal, select
+from sqlalchemy import String, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import ChannelIdentity, Conversation, Message, SocialPost, Ticket
+from storage.models import (
+    Attachment,
+    ChannelIdentity,
+    Conversation,
+    Message,
+    SocialPost,
+    Ticket,
+)
 
 # An intake is a few minutes of chat; an older message of the same conversation is another
 # story (or a question answered by the bot), not the explanation behind this ticket.
@@ -112,3 +119,19 @@ async def intake_messages(
         .limit(limit)
     )
     return list(reversed(rows.all()))
+
+
+async def ticket_file(
+    session: AsyncSession, ticket_id: int, attachment_id: int
+) -> Attachment | None:
+    """An attachment with its content, if it belongs to the ticket or to a ticket merged into
+    it (the ticket page lists both); None otherwise, whoever's ticket it is."""
+    merged = select(Ticket.id).where(Ticket.merged_into_id == ticket_id)
+    return (
+        await session.scalars(
+            select(Attachment).where(
+                Attachment.id == attachment_id,
+                or_(Attachment.ticket_id == ticket_id, Attachment.ticket_id.in_(merged)),
+            )
+        )
+    ).first()

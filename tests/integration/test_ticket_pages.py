@@ -17,7 +17,7 @@ from storage import outbox, tickets
 from storage.accounts import issue_token
 from storage.clock import ManualClock
 from storage.db import Store
-from storage.models import OutboxMessage, Ticket
+from storage.models import Attachment, OutboxMessage, Ticket
 from storage.queries import ticket_detail
 from tests.desk_helpers import add_agent, desk_client, login
 from tests.integration.helpers import chat_customer, chat_ticket, rules
@@ -176,6 +176,45 @@ async def test_the_page_says_when_the_customer_blocked_the_bot_until_they_write_
     async with store.transaction() as s:  # they wrote again
         await outbox.set_reachable(s, reachable=True, identity_id=who.id)
     assert warning not in await (await client.get(f"/tickets/CL-{ticket}")).text()
+
+
+async def test_agents_open_the_files_a_customer_sent_and_only_from_their_ticket(
+    store: Store, desk: tuple[TestClient, ManualClock, str]
+) -> None:
+    client, clock, _ = desk
+    r = rules(clock)
+    who = await chat_customer(store, r)
+    ticket, other = await chat_ticket(store, r, who), await chat_ticket(store, r, who)
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>'
+    async with store.transaction() as s:
+        photo, script, elsewhere = (
+            Attachment(ticket_id=t, channel="telegram", file_name=name, mime_type=mime,
+                       size=len(body), content=body, created_at=clock())
+            for t, name, mime, body in (
+                (ticket, "broken mug.jpg", "image/jpeg", b"\xff\xd8jpeg bytes"),
+                (ticket, "receipt.svg", "image/svg+xml", svg),
+                (other, "other.jpg", "image/jpeg", b"\xff\xd8other"),
+            )
+        )
+        s.add_all([photo, script, elsewhere])
+    html = await (await client.get(f"/tickets/CL-{ticket}")).text()
+    assert f'href="/tickets/CL-{ticket}/files/{photo.id}"' in html
+    shown = await client.get(f"/tickets/CL-{ticket}/files/{photo.id}")
+    assert shown.status == 200 and await shown.read() == b"\xff\xd8jpeg bytes"
+    assert shown.content_type == "image/jpeg"
+    assert shown.headers["Content-Disposition"].startswith("inline; filename*=UTF-8''broken%20mug")
+    # A file that could run script is only ever downloaded, never rendered by the desk.
+    saved = await client.get(f"/tickets/CL-{ticket}/files/{script.id}")
+    assert saved.status == 200 and saved.content_type == "application/octet-stream"
+    assert saved.headers["Content-Disposition"].startswith("attachment;")
+    assert saved.headers["X-Content-Type-Options"] == "nosniff"
+    for path in (f"/tickets/CL-{ticket}/files/{elsewhere.id}", f"/tickets/CL-{ticket}/files/x",
+                 f"/tickets/CL-{ticket}/files/99999"):
+        assert (await client.get(path)).status == 404
+    assert (await client.get(f"/tickets/CL-{other}/files/{elsewhere.id}")).status == 200
+    await client.post("/logout", data={"csrf_token": desk[2]}, allow_redirects=False)
+    gone = await client.get(f"/tickets/CL-{ticket}/files/{photo.id}", allow_redirects=False)
+    assert gone.status in (302, 303) and "/login" in gone.headers["Location"]
 
 
 async def test_admins_manage_canned_replies_and_agents_insert_them_filled_in(
