@@ -132,9 +132,14 @@ async def _turn(
         lang=_language(state, conversation.language, hint, text, parse),
         state=state, step=conversation.step, postgres=store.is_postgres,
     )
-    if not _throttled(turn):
-        await _route(turn)
-    await turn.finish()
+    try:
+        if not _throttled(turn):
+            await _route(turn)
+        await turn.finish()
+    except BaseException:
+        await turn.end(commit=False)  # the connection goes back to the pool clean
+        raise
+    await turn.end(commit=True)
     return _replies(turn)
 
 

@@ -3,17 +3,21 @@ hear of it, its outbox row, in the caller's transaction (`async with store.trans
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+import asyncpg
 from sqlalchemy import Table, bindparam, insert, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import outbox
 from storage.clock import Clock, utc_now
+from storage.direct import Direct
 from storage.errors import Conflict, Invalid, NotFound
 from storage.lifecycle import (
     CHANNELS,
@@ -293,6 +297,54 @@ async def create_ticket_core(
         "next_attempt_at": confirmation_due or now, "created_at": now,
     }
     confirmation_id = (await conn.execute(_INSERT_CONFIRMATION, confirmation)).scalar_one()
+    return CreatedTicket(ticket_id, True, confirmation_id, confirmation)
+
+
+_CONFIRMATION_COLUMNS = (
+    "key", "channel", "identity_id", "ticket_id", "kind", "payload", "status", "attempts",
+    "next_attempt_at", "created_at",
+)
+# The same two statements compiled once for asyncpg (storage/direct.py), for a chat turn that
+# runs on a raw connection (create_ticket_raw).
+_ASYNCPG = PGDialect_asyncpg()
+_DIRECT_TICKET_AND_EVENT = Direct.compile(_PG_TICKET_AND_EVENT, _ASYNCPG)
+_DIRECT_CONFIRMATION = Direct.compile(
+    insert(_OUTBOX)
+    .values({c: bindparam(f"o_{c}", type_=_OUTBOX.c[c].type) for c in _CONFIRMATION_COLUMNS})
+    .returning(_OUTBOX.c.id),
+    _ASYNCPG,
+)
+_DIRECT_BY_INTAKE_KEY = Direct.compile(
+    select(_TICKETS.c.id).where(_TICKETS.c.intake_key == bindparam("k")), _ASYNCPG
+)
+
+
+async def create_ticket_raw(
+    raw: asyncpg.Connection, rules: TicketRules, new: NewTicket, *, confirmation_due: datetime
+) -> CreatedTicket:
+    """`create_ticket_core` on PostgreSQL for a chat turn on a raw asyncpg connection, inside
+    the transaction the caller opened on it (the turn's own write joins it): the same rows in
+    the same two round trips, without SQLAlchemy's session around them. A used intake_key
+    writes nothing and returns the existing ticket with `created=False`."""
+    now = rules.clock()
+    row = ticket_row(rules, new, now)
+    params = {f"t_{k}": v for k, v in row.items()} | {"e_at": now, "e_actor": new.actor}
+    found = await _DIRECT_TICKET_AND_EVENT.fetchrow(raw, params)
+    if found is None:
+        existing = await _DIRECT_BY_INTAKE_KEY.fetchrow(raw, {"k": new.intake_key})
+        return CreatedTicket(id=int(existing[0]), created=False)
+    ticket_id, event_id = int(found[0]), int(found[1])
+    if new.identity_id is None:
+        return CreatedTicket(id=ticket_id, created=True)
+    confirmation = {
+        "key": f"event:{event_id}", "channel": new.channel, "identity_id": new.identity_id,
+        "ticket_id": ticket_id, "kind": "ticket_created",
+        "payload": created_payload(row, ticket_id), "status": outbox.PENDING, "attempts": 0,
+        "next_attempt_at": confirmation_due, "created_at": now,
+    }
+    values = {f"o_{k}": v for k, v in confirmation.items()}
+    values["o_payload"] = json.dumps(confirmation["payload"], ensure_ascii=False)
+    confirmation_id = int((await _DIRECT_CONFIRMATION.fetchrow(raw, values))[0])
     return CreatedTicket(ticket_id, True, confirmation_id, confirmation)
 
 

@@ -19,7 +19,13 @@ from nlu.types import CATEGORIES, Parse
 from storage import conversations
 from storage.lifecycle import PRIORITIES, default_priority
 from storage.models import OutboxMessage
-from storage.tickets import MAX_TEXT, NewTicket, create_ticket, create_ticket_core
+from storage.tickets import (
+    MAX_TEXT,
+    NewTicket,
+    create_ticket,
+    create_ticket_core,
+    create_ticket_raw,
+)
 
 INTAKE_KINDS = ("complaint", "suggestion", "praise")
 # Steps of the intake, in the order questions are asked.
@@ -355,7 +361,18 @@ async def create(turn: Turn, *, needs_human: bool = False) -> int:
     draft = draft_of(turn)
     new = ticket_fields(turn, draft)
     new.needs_human = needs_human
-    if turn.session.new or any(s.row.id is None for s in turn.said):
+    if turn.tx is None and not draft.get("files") and not turn.said:
+        # An optimistic turn on PostgreSQL (the common confirm): the ticket, its confirmation
+        # and the turn's write in one transaction on the raw connection. Files, or replies
+        # said before the ticket, take the locked path below (`turn.session` raises).
+        created = await create_ticket_raw(
+            await turn.raw_transaction(), turn.rules, new,
+            confirmation_due=turn.now + turn.policy.grace,
+        )
+        if not created.created:  # made by an earlier try: the locked path adopts its reply
+            raise conversations.NeedsTransaction("the ticket exists already")
+        ticket_id = created.id
+    elif turn.session.new or any(s.row.id is None for s in turn.said):
         # ORM rows waiting for a flush (which a Core statement would not wait for), or
         # replies said before the ticket, whose ids must stay below the confirmation's: the
         # ORM flush writes them first (bot/flows/turn.py). No flow does either before

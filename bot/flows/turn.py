@@ -131,6 +131,9 @@ class Turn:
     # The customer wrote about their open ticket and `finish` writes it in its one statement.
     on_open_ticket: conversations.OnTicket | None = None
     pending: list[PendingReply] = field(default_factory=list)  # replies not written yet
+    # An optimistic turn that writes more than its one statement (a new ticket) opens a
+    # transaction on its raw connection; `finish` writes in it and the dialogue commits it.
+    raw_tx: asyncpg.transaction.Transaction | None = None
     _reply_key: str = ""
 
     def __post_init__(self) -> None:
@@ -146,6 +149,27 @@ class Turn:
         if self.tx is None:
             raise NeedsTransaction("the turn needs the ORM")
         return self.tx
+
+    async def raw_transaction(self) -> asyncpg.Connection:
+        """The raw connection, in a transaction from now to the end of the turn: for writes
+        that must commit with the turn's own (a ticket and its confirmation), on asyncpg
+        rather than SQLAlchemy's session, whose overhead cost more than the writes. The turn's
+        version check still guards it: a lost race rolls all of it back."""
+        assert self.raw is not None and self.tx is None
+        if self.raw_tx is None:
+            self.raw_tx = self.raw.transaction()
+            await self.raw_tx.start()
+        return self.raw
+
+    async def end(self, *, commit: bool) -> None:
+        """Commits (or rolls back) the raw transaction, if a flow opened one."""
+        if self.raw_tx is None:
+            return
+        tx, self.raw_tx = self.raw_tx, None
+        if commit:
+            await tx.commit()
+        else:
+            await tx.rollback()
 
     @property
     def reader(self) -> conversations.Reader:

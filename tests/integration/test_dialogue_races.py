@@ -186,3 +186,34 @@ async def test_a_crowd_writing_at_once_is_served_from_the_pool_without_new_conne
     finally:
         event.remove(shop.store.engine.sync_engine, "connect", on_connect)
     assert opened <= shop.store.engine.pool.size()  # type: ignore[attr-defined]
+
+
+async def test_a_confirm_that_loses_its_race_leaves_no_ticket_and_the_retry_makes_one(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat = shop.chat()
+    await chat.say("My parcel for order 123-4567 never arrived")
+    await chat.say("skip")
+    real = conversations.write_turn_pg
+    seen: list[int] = []
+
+    async def another_event_wrote_first(conn: Any, conversation: Any, **kw: Any) -> list[int]:
+        if not seen:
+            # The optimistic confirm has inserted its ticket and confirmation in its
+            # transaction; the version it read is stale: all of it must roll back.
+            seen.append(len(await shop.tickets()))
+            conversation.version -= 1
+            try:
+                return await real(conn, conversation, **kw)
+            finally:
+                conversation.version += 1
+        return await real(conn, conversation, **kw)
+
+    monkeypatch.setattr(conversations, "write_turn_pg", another_event_wrote_first)
+    answer = await chat.say("yes")
+    [ticket] = await shop.tickets()  # the retry made it: one ticket, not two
+    assert seen == [0] and f"CL-{ticket.id}" in answer
+    async with shop.store.read() as s:
+        confirmations = await s.scalar(select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.kind == "ticket_created"))
+    assert confirmations == 1
