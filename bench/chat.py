@@ -38,6 +38,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from sqlalchemy import event, func, insert, select
 from telegram import Update
@@ -637,11 +638,19 @@ async def ours_phase(
             return await run(self, raw, params)
         return counted
 
+    # And transactions opened on such a connection (a ticket confirmed in an optimistic turn).
+    raw_start = asyncpg.transaction.Transaction.start
+
+    async def counted_start(self: Any) -> None:
+        trips["transactions"] += 1
+        await raw_start(self)
+
     event.listen(store.engine.sync_engine, "before_cursor_execute", on_statement)
     event.listen(store.engine.sync_engine, "begin", on_begin)
     event.listen(store.engine.sync_engine, "connect", on_connect)
     for name, run in originals.items():
         setattr(Direct, name, counting(run))
+    asyncpg.transaction.Transaction.start = counted_start  # type: ignore[method-assign]
     try:
         print(f"careloop ({variant}): warm-up, then {args.seconds:.0f} s measured (pid "
               f"{os.getpid()})", file=sys.stderr, flush=True)
@@ -649,6 +658,7 @@ async def ours_phase(
                                 others=others if args.processes > 1 else None)
     finally:
         others.stop()
+        asyncpg.transaction.Transaction.start = raw_start  # type: ignore[method-assign]
         for name, run in originals.items():
             setattr(Direct, name, run)
         event.remove(store.engine.sync_engine, "before_cursor_execute", on_statement)
