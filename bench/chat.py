@@ -624,11 +624,6 @@ async def ours_phase(
     def on_statement(*_a: Any) -> None:
         trips["statements"] += 1
 
-    def on_begin(conn: Any) -> None:
-        # An optimistic turn's connection autobegins too, but sends no BEGIN (AUTOCOMMIT).
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            trips["transactions"] += 1
-
     # Statements run on asyncpg directly (storage/direct.py) pass no SQLAlchemy event.
     originals = {name: getattr(Direct, name) for name in ("fetch", "fetchrow")}
 
@@ -638,7 +633,8 @@ async def ours_phase(
             return await run(self, raw, params)
         return counted
 
-    # And transactions opened on such a connection (a ticket confirmed in an optimistic turn).
+    # Transactions: asyncpg's Transaction.start runs for every one, SQLAlchemy's (a locked
+    # turn) and those opened on a raw connection (a ticket confirmed in an optimistic turn).
     raw_start = asyncpg.transaction.Transaction.start
 
     async def counted_start(self: Any) -> None:
@@ -646,7 +642,6 @@ async def ours_phase(
         await raw_start(self)
 
     event.listen(store.engine.sync_engine, "before_cursor_execute", on_statement)
-    event.listen(store.engine.sync_engine, "begin", on_begin)
     event.listen(store.engine.sync_engine, "connect", on_connect)
     for name, run in originals.items():
         setattr(Direct, name, counting(run))
@@ -662,7 +657,6 @@ async def ours_phase(
         for name, run in originals.items():
             setattr(Direct, name, run)
         event.remove(store.engine.sync_engine, "before_cursor_execute", on_statement)
-        event.remove(store.engine.sync_engine, "begin", on_begin)
         event.remove(store.engine.sync_engine, "connect", on_connect)
     return result, timed, channel, runner
 
