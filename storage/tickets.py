@@ -252,6 +252,20 @@ _INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
 _INSERT_CONFIRMATION = insert(_OUTBOX).returning(_OUTBOX.c.id)
 
 
+def _confirmation(
+    new: NewTicket, row: dict[str, Any], ticket_id: int, event_id: int, due: datetime,
+    now: datetime,
+) -> dict[str, Any]:
+    """The outbox row that tells the customer their ticket's number (`ticket_created`), keyed
+    by the `created` event so it is written once."""
+    return {
+        "key": f"event:{event_id}", "channel": new.channel, "identity_id": new.identity_id,
+        "ticket_id": ticket_id, "kind": "ticket_created",
+        "payload": created_payload(row, ticket_id), "status": outbox.PENDING, "attempts": 0,
+        "next_attempt_at": due, "created_at": now,
+    }
+
+
 async def create_ticket_core(
     session: AsyncSession,
     rules: TicketRules,
@@ -290,12 +304,7 @@ async def create_ticket_core(
         return CreatedTicket(id=existing, created=False)
     if new.identity_id is None:
         return CreatedTicket(id=ticket_id, created=True)
-    confirmation = {
-        "key": f"event:{event_id}", "channel": new.channel, "identity_id": new.identity_id,
-        "ticket_id": ticket_id, "kind": "ticket_created",
-        "payload": created_payload(row, ticket_id), "status": outbox.PENDING, "attempts": 0,
-        "next_attempt_at": confirmation_due or now, "created_at": now,
-    }
+    confirmation = _confirmation(new, row, ticket_id, event_id, confirmation_due or now, now)
     confirmation_id = (await conn.execute(_INSERT_CONFIRMATION, confirmation)).scalar_one()
     return CreatedTicket(ticket_id, True, confirmation_id, confirmation)
 
@@ -336,12 +345,7 @@ async def create_ticket_raw(
     ticket_id, event_id = int(found[0]), int(found[1])
     if new.identity_id is None:
         return CreatedTicket(id=ticket_id, created=True)
-    confirmation = {
-        "key": f"event:{event_id}", "channel": new.channel, "identity_id": new.identity_id,
-        "ticket_id": ticket_id, "kind": "ticket_created",
-        "payload": created_payload(row, ticket_id), "status": outbox.PENDING, "attempts": 0,
-        "next_attempt_at": confirmation_due, "created_at": now,
-    }
+    confirmation = _confirmation(new, row, ticket_id, event_id, confirmation_due, now)
     values = {f"o_{k}": v for k, v in confirmation.items()}
     values["o_payload"] = json.dumps(confirmation["payload"], ensure_ascii=False)
     confirmation_id = int((await _DIRECT_CONFIRMATION.fetchrow(raw, values))[0])
