@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from config.bootstrap import ROLES, build_service, prepare, run_service
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config.bootstrap import ROLES, Service, build_service, prepare, run_service
 from config.logging import setup_logging
 from config.settings import Settings, SettingsError, load_settings
 from storage import accounts
 from storage.errors import StoreError
 from storage.migrate import upgrade
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -83,19 +87,25 @@ def cmd_agents_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_agents_token(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-
-    async def go() -> str:
+def _in_transaction(
+    settings: Settings, work: Callable[[AsyncSession, Service], Awaitable[T]]
+) -> T:
+    """One transaction on a prepared store (migrations run), for a command's work."""
+    async def go() -> T:
         service = build_service(settings)
         try:
             await prepare(service, sys.stderr, first_admin=False)
             async with service.store.transaction() as session:
-                return await accounts.issue_token(session, args.name, service.rules.clock())
+                return await work(session, service)
         finally:
             await service.store.close()
 
-    print(asyncio.run(go()))
+    return asyncio.run(go())
+
+
+def cmd_agents_token(args: argparse.Namespace) -> int:
+    print(_in_transaction(_settings(args), lambda session, service: accounts.issue_token(
+        session, args.name, service.rules.clock())))
     return 0
 
 
@@ -105,20 +115,8 @@ def cmd_agents_revoke(args: argparse.Namespace) -> int:
     token = sys.stdin.readline().strip() if args.token_stdin else None
     if args.token_stdin and not token:
         raise UsageError("agents revoke: no token on standard input")
-    settings = _settings(args)
-
-    async def go() -> int:
-        service = build_service(settings)
-        try:
-            await prepare(service, sys.stderr, first_admin=False)
-            async with service.store.transaction() as session:
-                return await accounts.revoke_tokens(
-                    session, service.rules.clock(), username=args.name, token=token
-                )
-        finally:
-            await service.store.close()
-
-    count = asyncio.run(go())
+    count = _in_transaction(_settings(args), lambda session, service: accounts.revoke_tokens(
+        session, service.rules.clock(), username=args.name, token=token))
     whose = f" of {args.name}" if args.name else ""
     print(f"revoked {count} token{'' if count == 1 else 's'}{whose}")
     return 0
