@@ -12,6 +12,7 @@
 #   model-path     prints where the model for the current inputs is (built or not)
 #   python         prints the Python 3.10 it would use, or exits 3
 #   serve          `rasa run --enable-api` on the model (builds first), in the foreground
+#   prune          removes venvs and models not used lately (all and serve do it too)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -20,6 +21,9 @@ REQ=nlu/rasa/requirements.txt
 CONFIG=nlu/rasa/config.yml
 DATA="${CARELOOP_RASA_DATA:-nlu/data}"  # training data; override to try another set
 CACHE="${CARELOOP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/careloop}"
+# How many venvs (~2.3 GB each) and models (~70 MB) the cache keeps, the most recently used.
+KEEP_VENVS="${CARELOOP_RASA_KEEP_VENVS:-2}"
+KEEP_MODELS="${CARELOOP_RASA_KEEP_MODELS:-4}"
 
 # Rasa must never phone home (telemetry, first-run prompt), and TensorFlow should not spawn
 # more threads than the 2 cores this runs on, nor print CUDA noise.
@@ -108,9 +112,48 @@ train_model() {
     log "model trained in $(cat "$model.seconds")s"
 }
 
+# Every change to requirements.txt or nlu/data makes a new key, so without this the cache grows
+# by a venv or a model each time. The most recently used ones stay (another clone or branch
+# may still use them); `all` and `serve` mark theirs used. Runs under the build lock, so
+# nothing it removes is being built; a venv without its marker is a failed build.
+prune_cache() {
+    local old
+    # shellcheck disable=SC2012
+    { ls -1dt "$CACHE"/venv-rasa-*/.complete 2>/dev/null || true; } | tail -n "+$((KEEP_VENVS + 1))" |
+        while read -r old; do
+            old=$(dirname "$old")
+            log "removing $(basename "$old"), not used lately"
+            rm -rf "$old" "$old.log"
+        done
+    for old in "$CACHE"/venv-rasa-*/; do
+        old=${old%/}
+        if [ -d "$old" ] && [ ! -f "$old/.complete" ]; then
+            log "removing $(basename "$old"), an unfinished build"
+            rm -rf "$old" "$old.log"
+        fi
+    done
+    # shellcheck disable=SC2012
+    { ls -1t "$CACHE"/models/rasa-nlu-*.tar.gz 2>/dev/null || true; } | tail -n "+$((KEEP_MODELS + 1))" |
+        while read -r old; do
+            log "removing model $(basename "$old"), not used lately"
+            rm -f "$old" "$old.log" "$old.seconds"
+        done
+    # A training run killed before its rename leaves its directory behind.
+    if [ -d "$CACHE/models" ]; then
+        find "$CACHE/models" -maxdepth 1 -type d -name 'train.*' -mmin +360 -exec rm -rf {} +
+    fi
+}
+
 main() {
     local cmd="${1:-all}" py venv model
     [ $# -gt 0 ] && shift
+    if [ "$cmd" = prune ]; then
+        mkdir -p "$CACHE"
+        exec 9>"$CACHE/rasa-build.lock"
+        flock 9
+        prune_cache
+        return 0
+    fi
     if ! py=$(find_python); then
         log "needs Python 3.10 (pyenv's 3.10.13 or python3.10 on PATH); rasa 3.6 does not run on newer"
         exit 3
@@ -131,6 +174,8 @@ main() {
     ln -sfn "$venv" .venv-rasa
     [ "$cmd" = venv ] && return 0
     train_model "$venv" "$model"
+    touch "$venv/.complete" "$model"  # used now: what prune_cache keeps is the recently used
+    prune_cache
     flock -u 9
     exec 9>&-
     if [ "$cmd" = serve ]; then
