@@ -45,6 +45,7 @@ from storage.mentions import (
     StreamKey,
     ensure_stream,
     ingest,
+    recent_leaders,
 )
 from storage.models import MonitorCursor
 
@@ -60,6 +61,7 @@ READ, LEASED_ELSEWHERE, WAITING, STOPPED, LOST = (
 )
 
 DirectHook = Callable[[Sequence[int]], Awaitable[None]]
+RECALL_PAGE = 2000  # group leaders read at a time into the near-duplicate memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,35 @@ class Monitor:
 
     async def poll_all(self) -> dict[str, str]:
         await self.identify()
+        try:
+            await self.recall_groups()
+        except Exception as exc:  # grouping by exact fingerprint still works without it
+            log.warning("%s: could not read the stored groups (%s)", self.platform,
+                        type(exc).__name__)
         return {stream: await self.poll_stream(stream) for stream in self.adapter.streams()}
+
+    async def recall_groups(self) -> None:
+        """Near-duplicates are found in this process's memory. Before each poll it learns the
+        groups stored since it last looked (at start: the newest of the grouping window), so
+        "same here!! my milk was sour" joins a group another process started, or one started
+        before a restart, not only one this process saw."""
+        since = self.clock() - self.grouping.window
+        first = self.triage.recalled_id == 0
+        while True:
+            async with self.store.read() as session:
+                rows = await recent_leaders(
+                    session, after_id=self.triage.recalled_id, since=since,
+                    limit=self.triage.near.max_entries if first else RECALL_PAGE,
+                )
+            # At start the window may hold 20,000 leaders (~0.7 s of MinHash): in slices, so
+            # the desk sharing this event loop keeps answering meanwhile.
+            for i in range(0, len(rows), RECALL_PAGE // 4):
+                self.triage.recall([(text, fp) for _, text, fp in rows[i:i + RECALL_PAGE // 4]])
+                await asyncio.sleep(0)
+            if rows:
+                self.triage.recalled_id = rows[-1][0]
+            if first or len(rows) < RECALL_PAGE:
+                return
 
     async def poll_stream(self, stream: str) -> str:
         key = self.key(stream)

@@ -142,6 +142,15 @@ class Triage:
         self.prints = TextPrints(max_entries=max(cache_size, 1000) * 2)
         self._parses: OrderedDict[str, _Verdict] = OrderedDict()
         self.parsed = 0  # texts actually sent to the NLU (the benchmark reports it)
+        self.recalled_id = 0  # the highest stored group leader `recall` has seen
+
+    def recall(self, leaders: Sequence[tuple[str, str]]) -> None:
+        """Remembers stored group leaders, (text, stored fingerprint), oldest first, so that a
+        text similar to one joins its group: groups another process started, or this one
+        before a restart. No parse: only the words and their MinHash."""
+        words = [(fp, self.prints.of(text)[1]) for text, fp in leaders]
+        # Short texts group on the exact fingerprint only; the store does that without us.
+        self.near.canonical_many([(fp, w) for fp, w in words if len(w) >= self.near.min_words])
 
     async def mentions(self, posts: Sequence[Post]) -> list[NewMention]:
         prints = [self.prints.of(post.text) for post in posts]

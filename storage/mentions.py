@@ -576,6 +576,27 @@ def _stored_leader(
     return None
 
 
+async def recent_leaders(
+    session: AsyncSession, *, after_id: int, since: datetime, limit: int
+) -> list[tuple[int, str, str]]:
+    """(id, text, fingerprint) of group leaders posted since `since` with an id above
+    `after_id`, in id order: the groups another process started, or this one before a restart,
+    for the monitors' near-duplicate memory. `after_id` 0: the newest `limit` of the window."""
+    query = select(POSTS.c.id, POSTS.c.text, POSTS.c.fingerprint).where(
+        POSTS.c.id > after_id,
+        POSTS.c.group_id.is_(None),
+        POSTS.c.stream != DIRECT_STREAM,
+        POSTS.c.fingerprint.is_not(None),
+        POSTS.c.posted_at >= since,
+    )
+    newest_first = after_id == 0
+    rows = (await session.execute(
+        query.order_by(POSTS.c.id.desc() if newest_first else POSTS.c.id).limit(limit)
+    )).all()
+    out = [(int(i), str(t), str(fp)) for i, t, fp in rows]
+    return out[::-1] if newest_first else out
+
+
 async def _existing_leaders(
     session: AsyncSession, batch: Sequence[NewMention], window: timedelta
 ) -> dict[str, list[tuple[datetime, int]]]:

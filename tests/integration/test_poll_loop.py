@@ -425,3 +425,64 @@ async def test_health_probe_reports_each_stream(
                           clock.now + timedelta(minutes=16))
     assert later["streams"]["x/42/dms"]["health"] == "ok"
     assert later["x_read_cost_usd_this_month"] == 0.01
+
+
+def _post(platform: str, external_id: str, text: str, minute: int) -> Post:
+    return Post(
+        platform=platform, stream="mentions", external_id=external_id, text=text,
+        author=Author(id=f"{platform}{external_id}", username=f"{platform}{external_id}",
+                      followers=10),
+        posted_at=START + timedelta(minutes=minute),
+    )
+
+
+async def _group_of(store: Store, platform: str, external_id: str) -> tuple[int, int | None]:
+    async with store.read() as session:
+        found = (await session.execute(
+            select(SocialPost.id, SocialPost.group_id).where(
+                SocialPost.platform == platform, SocialPost.external_id == external_id)
+        )).one()
+    return int(found[0]), found[1]
+
+
+async def test_a_similar_text_joins_a_group_another_process_started_before_or_after_it_started(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    clock = ManualClock(START)
+    x = FakePlatform({"mentions": []})
+    mastodon = FakePlatform({"mentions": [
+        _post("mastodon", "1", "@acme my milk was sour at the Leeds store this morning", 0)]})
+    mastodon.platform = "mastodon"  # type: ignore[misc]
+    # Process B reads Mastodon and starts a group; process A (its own near-duplicate memory,
+    # as after a restart or on another machine) starts afterwards and reads X.
+    b = monitor(store, mastodon, interpreter, clock, owner="proc-b")
+    assert await b.poll_all() == {"mentions": READ}
+    a = monitor(store, x, interpreter, clock, owner="proc-a")
+    x.timeline["mentions"].append(
+        _post("x", "11", "same here!! @acme my milk was sour at the Leeds store this morning", 1))
+    clock.advance(minutes=1)
+    assert await a.poll_all() == {"mentions": READ}
+    leader, _ = await _group_of(store, "mastodon", "1")
+    assert (await _group_of(store, "x", "11"))[1] == leader
+
+    # B starts another group while A runs: A's next poll knows it too.
+    mastodon.timeline["mentions"].append(_post(
+        "mastodon", "2", "the self checkout at the Glasgow store keeps freezing on me", 2))
+    clock.advance(minutes=1)
+    await b.poll_all()
+    x.timeline["mentions"].append(_post(
+        "x", "12", "ugh the self checkout at the Glasgow store keeps freezing on me again", 3))
+    clock.advance(minutes=1)
+    await a.poll_all()
+    second, _ = await _group_of(store, "mastodon", "2")
+    assert (await _group_of(store, "x", "12"))[1] == second
+    async with store.read() as session:
+        sizes = dict((await session.execute(
+            select(SocialPost.id, SocialPost.group_size).where(
+                SocialPost.id.in_([leader, second])))).all())
+    assert sizes == {leader: 2, second: 2}
+    # Unrelated text stays alone.
+    x.timeline["mentions"].append(_post("x", "13", "@acme where is my parcel from last week", 4))
+    clock.advance(minutes=1)
+    await a.poll_all()
+    assert (await _group_of(store, "x", "13"))[1] is None
