@@ -77,6 +77,9 @@ class PollPolicy:
     monthly_budget_usd: float | None = None
     # What one more read may cost at most (X returns up to 100 posts a page).
     page_estimate: int = 100
+    # The pause before the next poll when a stream still had pages after `max_pages`: X keeps
+    # only the 800 newest mentions, so a spike read at the normal pace loses the oldest.
+    catch_up_seconds: float = 1.0
 
     @property
     def lease(self) -> timedelta:
@@ -88,6 +91,7 @@ class PollPolicy:
 class _StreamMemory:
     failures: int = 0
     paused: str | None = None
+    behind: bool = False  # the last read stopped at max_pages with more to read
 
 
 @dataclass
@@ -180,7 +184,8 @@ class Monitor:
             return WAITING
         cursor: str | None = row["cursor"]
         reset_once = False
-        for _ in range(self.policy.max_pages):
+        memory.behind = False
+        for page_number in range(1, self.policy.max_pages + 1):
             now = self.clock()
             over = await self._over_budget(stream, now)
             if over is not None:
@@ -228,7 +233,13 @@ class Monitor:
                     log.exception("%s: direct message hook failed", key)
             if not page.more:
                 break
+            memory.behind = page_number == self.policy.max_pages
         return READ
+
+    @property
+    def behind(self) -> bool:
+        """A stream has more to read than the last poll's `max_pages` took."""
+        return any(m.behind for m in self.memory.values())
 
     async def _write(self, key: StreamKey, page: Any, cursor: str | None, now: datetime
                      ) -> list[int]:
@@ -356,8 +367,11 @@ async def run_monitor(monitor: Monitor, stop: asyncio.Event) -> None:
                 log.debug("%s poll: %s", monitor.platform, outcomes)
             except Exception:
                 log.exception("%s: poll failed; retrying", monitor.platform)
+            pause = monitor.policy.poll_seconds
+            if monitor.behind:  # a spike: read on at once (rate limits still apply)
+                pause = min(pause, monitor.policy.catch_up_seconds)
             try:
-                await asyncio.wait_for(stop.wait(), monitor.policy.poll_seconds)
+                await asyncio.wait_for(stop.wait(), pause)
             except TimeoutError:
                 pass
     finally:

@@ -389,6 +389,33 @@ async def test_the_loop_stops_on_request_and_hands_its_leases_back(
     assert r.lease_owner is None and r.cursor == "2" and platform.closed
 
 
+async def test_a_spike_larger_than_one_poll_is_read_on_at_once_not_a_poll_later(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    # 10 mentions, 3 a page, 2 pages a poll: one poll leaves 4 unread. The next poll is due
+    # in a minute; X would have dropped the oldest of a real spike by then.
+    platform = FakePlatform({"mentions": timeline(10)})
+    m = monitor(store, platform, interpreter, ManualClock(START), max_pages=2,
+                catch_up_seconds=0.05)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(run_monitor(m, stop))
+    try:
+        for _ in range(200):
+            if await stored(store) == 10:
+                break
+            await asyncio.sleep(0.05)
+        assert await stored(store) == 10, "the rest of the spike waited for the next poll"
+        assert not m.behind
+        read = list(platform.calls)
+        assert read[:4] == [("mentions", None), ("mentions", "3"), ("mentions", "6"),
+                            ("mentions", "9")]
+        await asyncio.sleep(0.3)  # caught up: back to the minute between polls
+        assert platform.calls == read
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, timeout=30)
+
+
 async def test_health_probe_reports_each_stream(
     store: Store, interpreter: EmbeddedInterpreter
 ) -> None:
