@@ -260,6 +260,26 @@ async def test_reply_writes_exactly_one_outbox_row(
     )
 
 
+async def test_a_reply_to_the_leader_leaves_its_members_and_one_member_can_be_answered(
+    store: Store, rules: TicketRules, alice: Agent
+) -> None:
+    leader = await add_post(store, group_size=3, external_id="1800000000000000010")
+    members = [await add_post(store, group_id=leader, external_id=f"18000000000000000{n}")
+               for n in (11, 12)]
+    async with store.transaction() as session:
+        await review.reply_mention(session, rules, leader, "@all We are on it.", agent=alice)
+    # One reply in the thread, not one per copy (X forbids duplicate automated replies).
+    assert [(r.key, r.payload["in_reply_to"]) for r in await _outbox(store)] == [
+        (f"reply:{leader}", "1800000000000000010")]
+    assert [(await post_of(store, m)).state for m in members] == ["flagged", "flagged"]
+    async with store.transaction() as session:
+        await review.reply_mention(session, rules, members[1], "@u Sorry, DM us.", agent=alice)
+    rows = sorted(await _outbox(store), key=lambda r: r.id)
+    assert [(r.key, r.payload["in_reply_to"]) for r in rows][1:] == [
+        (f"reply:{members[1]}", "1800000000000000012")]
+    assert (await post_of(store, members[1])).state == "replied"
+
+
 async def test_reply_checks_text_and_platform(
     store: Store, rules: TicketRules, alice: Agent
 ) -> None:
