@@ -25,6 +25,13 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # `careloop --config F run` and `careloop run --config F` alike: every (sub)command
+        # takes it, and one given after the command overrides one before it.
+        self.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                          help="TOML settings file")
+
     def error(self, message: str) -> Any:  # argparse would print the whole usage block
         raise UsageError(message)
 
@@ -124,7 +131,7 @@ def cmd_agents_revoke(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="careloop", description="careloop customer care")
-    parser.add_argument("--config", metavar="PATH", help="TOML settings file")
+    parser.set_defaults(config=None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run the service")

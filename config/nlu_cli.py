@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import csv
 import json
-import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -46,21 +45,23 @@ def add_nlu_commands(subparsers: Any) -> None:
 
 
 def _backend_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--backend",
-        choices=("embedded", "rasa"),
-        default=os.environ.get("CARELOOP_NLU_BACKEND", "embedded").strip().lower() or "embedded",
-    )
-    p.add_argument(
-        "--rasa-url", default=os.environ.get("CARELOOP_RASA_URL", "http://127.0.0.1:5005")
-    )
+    # Unset: the settings decide (CARELOOP_NLU_BACKEND / CARELOOP_RASA_URL, then the TOML file),
+    # as they do for `careloop run`.
+    p.add_argument("--backend", choices=("embedded", "rasa"), default=None)
+    p.add_argument("--rasa-url", default=None)
 
 
 def _interpreter(args: argparse.Namespace) -> Interpreter:
+    from config.settings import load_settings
     from nlu.factory import make_interpreter
 
+    backend, url = args.backend, args.rasa_url
+    if backend is None or url is None:
+        settings = load_settings(getattr(args, "config", None))
+        backend, url = backend or settings.nlu_backend, url or settings.rasa_url
+    args.backend = backend  # eval's report names the backend it scored
     try:
-        return make_interpreter(args.backend, args.rasa_url)
+        return make_interpreter(backend, url)
     except (RuntimeError, ValueError) as exc:
         raise _BadInput(str(exc)) from exc
 

@@ -90,7 +90,8 @@ class Settings(BaseSettings):
     telegram_token: SecretStr | None = None
     telegram_api_base: str = "https://api.telegram.org"
     telegram_mode: Literal["polling", "webhook"] = "polling"
-    telegram_webhook_url: str | None = None
+    # Checked even when unset (validate_default): webhook mode cannot start without it.
+    telegram_webhook_url: str | None = Field(default=None, validate_default=True)
     telegram_webhook_secret: SecretStr | None = None
 
     x_bearer_token: SecretStr | None = None
@@ -149,6 +150,16 @@ class Settings(BaseSettings):
     def _shared_port(cls, value: int, info: ValidationInfo) -> int:
         if value > 1 and info.data.get("desk_port") == 0:
             raise ValueError("several desk processes need a fixed desk_port to share (not 0)")
+        return value
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _webhook_needs_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        webhook = info.data.get("telegram_mode") == "webhook"
+        if webhook and info.data.get("telegram_token") is not None and not value:
+            raise ValueError("telegram_mode webhook needs the public https URL Telegram posts to")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// behind a proxy)")
         return value
 
     @field_validator("telegram_api_base", "x_api_base", "rasa_url")

@@ -97,3 +97,38 @@ def test_several_desk_processes_need_a_port_to_share(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CARELOOP_DESK_PORT", "0")
     with pytest.raises(SettingsError, match=r"CARELOOP_DESK_PROCESSES.*fixed desk_port"):
         load_settings()
+
+
+def test_webhook_mode_without_its_url_stops_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from config.cli import main
+
+    monkeypatch.setenv("CARELOOP_TELEGRAM_MODE", "webhook")
+    assert load_settings().telegram_mode == "webhook"  # no token: Telegram is off, no URL needed
+    monkeypatch.setenv("CARELOOP_TELEGRAM_TOKEN", "123456:SECRET-TOKEN")
+    with pytest.raises(SettingsError, match=r"CARELOOP_TELEGRAM_WEBHOOK_URL.*public https URL"):
+        load_settings()
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CARELOOP_TELEGRAM_WEBHOOK_URL" in err
+    assert "SECRET-TOKEN" not in err
+    monkeypatch.setenv("CARELOOP_TELEGRAM_WEBHOOK_URL", "https://care.example.com/telegram/hook")
+    assert load_settings().telegram_webhook_url == "https://care.example.com/telegram/hook"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--config", "{toml}", "db", "upgrade"],
+    ["db", "upgrade", "--config", "{toml}"],
+    ["agents", "token", "nobody", "--config", "{toml}"],
+    ["nlu", "parse", "--config", "{toml}"],
+])
+def test_config_is_taken_before_or_after_the_command(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from config.cli import main
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('log_level = "LOUD"\n')  # a bad value shows the file was read
+    assert main([a.format(toml=toml) for a in argv]) == 2
+    assert "log_level" in capsys.readouterr().err
