@@ -84,6 +84,21 @@ async def test_complaint_with_every_question_skipped_by_buttons(shop: Shop) -> N
     assert ticket.kind == "complaint" and ticket.order_number is None and ticket.store is None
 
 
+async def test_the_category_question_can_be_skipped_with_its_button(shop: Shop) -> None:
+    chat = shop.chat()
+    await chat.say("/new")
+    assert "Is that right" in await chat.say("the cashier was slow")
+    assert chat.buttons()[-1].endswith(":category")  # the last row: Skip
+    guess = chat.button("cat:").rsplit(":", 1)[1]  # skipped, the bot's guess stands
+    assert "Which store" in await chat.press(chat.buttons()[-1])  # the next question
+    for _ in range(3):  # store, photos
+        if skips := [d for d in chat.buttons() if d.startswith("skip:")]:
+            await chat.press(skips[0])
+    assert NUMBER.search(await chat.press(chat.button("confirm:")))
+    [ticket] = await shop.tickets()
+    assert ticket.category == guess
+
+
 async def test_category_confirmed_with_buttons_answers_typed_then_edited(shop: Shop) -> None:
     chat = shop.chat()
     assert "What happened" in await chat.press("menu:complaint")
