@@ -210,13 +210,16 @@ async def _in_intake(turn: Turn) -> None:
         intake.files_received(turn)
         if not turn.text or turn.step == "photos":
             return
-    if parse is not None and turn.step != "describe":
-        # A question about a ticket, or for a person, is answered even mid-intake.
+    if parse is not None:
+        # A question about a ticket is answered even mid-intake, even at "what happened?"
+        # (CONTRACT §4: free text works everywhere), and the question is asked again.
         number = parse.entity("ticket_id")
         if parse.intent.name == "check_status" and number:
             await status.answer(turn, number)
             intake.ask(turn, turn.step or "describe")
             return
+    if parse is not None and turn.step != "describe":
+        # A request for a person too, except as the answer to "what happened?".
         if (
             parse.intent.name == "request_human"
             and parse.intent.confidence >= turn.policy.human_confidence

@@ -53,6 +53,25 @@ async def test_status_of_one_ticket_in_words_en_and_zh(shop: Shop) -> None:
     assert number in answer and "处理中" in answer
 
 
+async def test_a_status_question_at_what_happened_is_answered_and_the_question_asked_again(
+    shop: Shop,
+) -> None:
+    chat = shop.chat()
+    number = await _suggest(chat)
+    assert "What happened" in await chat.press("menu:complaint")
+    answer = await chat.say(f"where is my complaint {number}?")
+    assert number in answer and "new" in answer and "What happened" in answer
+    # The new report is still open, and its description is what comes next.
+    reply = await chat.say("The fridge at the entrance smells of fish")
+    assert "What happened" not in reply
+    for _ in range(5):
+        if chat.buttons() and chat.buttons()[0].startswith("cat:"):
+            reply = await chat.press(chat.button("cat:"))
+        elif skips := [d for d in chat.buttons() if d.startswith("skip:")]:
+            reply = await chat.press(skips[0])
+    assert "fridge" in reply and "where is my complaint" not in reply  # the summary
+
+
 async def test_someone_elses_number_reads_exactly_like_an_unknown_one(shop: Shop) -> None:
     owner = shop.chat(customer="1")
     theirs = await _suggest(owner)
