@@ -269,7 +269,7 @@ async def _idle(turn: Turn) -> None:
     if intent in intake.INTAKE_KINDS:
         intake.start(turn, None, parse)
     elif intent == "question":
-        await intake.question(turn, parse)
+        intake.question(turn, parse)
     elif intent == "greet":
         turn.say("greet", menu(turn))
     elif intent == "goodbye":

@@ -64,15 +64,16 @@ def start(turn: Turn, kind: str | None, parse: Parse | None = None) -> None:
     ask_next(turn)
 
 
-async def question(turn: Turn, parse: Parse) -> int:
+def question(turn: Turn, parse: Parse) -> None:
     """A retail question the bot cannot answer itself (delivery options, invoices, opening
-    hours...): at once a P4 `question` ticket with the customer's words, which the team
-    answers in this chat. Asking a customer to confirm a question would only slow them down."""
+    hours...): a P4 `question` ticket with the customer's words, which the team answers in
+    this chat. Nothing to ask: straight to the summary, as every ticket is confirmed first
+    (CONTRACT §4), so a message misread as a question never opens a ticket by itself."""
     turn.state["flow"] = flow_no(turn) + 1
     draft: dict[str, Any] = {"kind": "question", "answered": [], "files": 0}
     turn.state["draft"] = draft
     absorb(turn, draft, parse, infer_kind=False)
-    return await create(turn)
+    ask_next(turn)
 
 
 def absorb(turn: Turn, draft: dict[str, Any], parse: Parse, *, infer_kind: bool) -> None:
@@ -171,7 +172,8 @@ def summary(turn: Turn) -> None:
     kind = draft.get("kind") or "complaint"
     lines = [
         turn.t("summary_kind", value=catalog.kind_word(lang, kind)),
-        turn.t("summary_description", value=_short(draft.get("description", ""))),
+        turn.t("summary_question" if kind == "question" else "summary_description",
+               value=_short(draft.get("description", ""))),
     ]
     if kind == "complaint":
         lines.append(turn.t("summary_category",

@@ -187,8 +187,10 @@ async def test_a_failing_dialogue_keeps_the_customers_messages_for_later(
     assert await handle_direct_messages(store, broken, clock=clock) == 0
     assert [s for s, _, _ in await post_states(store)] == ["new", "new"]
     assert await handle_direct_messages(store, mei.dialogue, clock=clock) == 2
+    await mei.write("yes")  # confirms the summary of the question
+    assert await handle_direct_messages(store, mei.dialogue, clock=clock) == 1
     assert [(s, by) for s, _, by in await post_states(store)] == [
-        ("ignored", "bot"), ("ticketed", "bot"),  # the question became a question ticket
+        ("ignored", "bot"), ("ignored", "bot"), ("ticketed", "bot"),  # a question ticket
     ]
 
 
