@@ -9,6 +9,7 @@ returns the same ticket instead of a second one.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -340,6 +341,8 @@ def ticket_fields(turn: Turn, draft: dict[str, Any]) -> NewTicket:
     candidates = [default_priority(kind, category)]
     if kind == "complaint" and draft.get("urgency") in PRIORITIES:
         candidates.append(draft["urgency"])
+    if kind == "complaint" and _repeated(turn, category):
+        candidates.append("P2")
     return NewTicket(
         kind=kind,
         channel=turn.inbound.channel,
@@ -354,6 +357,27 @@ def ticket_fields(turn: Turn, draft: dict[str, Any]) -> NewTicket:
         actor="customer",
         intake_key=f"chat:{turn.conversation.id}:{flow_no(turn)}",
     )
+
+
+# This chat's complaint tickets of the repeat window, [[ISO time, category], ...], newest last:
+# kept in the conversation's state, so telling a repeat costs no query.
+RECENT_COMPLAINTS = "complaints"
+
+
+def _recent_complaints(turn: Turn) -> list[tuple[datetime, str | None]]:
+    since = turn.now - turn.policy.repeat_window
+    recent = [(datetime.fromisoformat(at), category)
+              for at, category in turn.state.get(RECENT_COMPLAINTS, ())]
+    return [(at, category) for at, category in recent if at >= since]
+
+
+def _repeated(turn: Turn, category: str | None) -> bool:
+    return any(c == category for _, c in _recent_complaints(turn))
+
+
+def _remember_complaint(turn: Turn, category: str | None) -> None:
+    kept = [*_recent_complaints(turn)[-9:], (turn.now, category)]
+    turn.state[RECENT_COMPLAINTS] = [[at.isoformat(), c] for at, c in kept]
 
 
 async def create(turn: Turn, *, needs_human: bool = False) -> int:
@@ -394,6 +418,8 @@ async def create(turn: Turn, *, needs_human: bool = False) -> int:
             turn.session, turn.conversation.id, ticket_id
         )
     turn.attachments_to_ticket = ticket_id
+    if new.kind == "complaint":
+        _remember_complaint(turn, new.category)
     if created is not None and created.confirmation is not None:
         reply = PendingReply(created.confirmation, id=created.confirmation_id)
         for reply_text, buttons in render_payload(

@@ -35,6 +35,9 @@ class ChatPolicy:
     # The outbox worker waits this long before sending a reply itself: the channel that got
     # the reply back from the dialogue normally sends it (and marks it delivered) well before.
     grace: timedelta = timedelta(seconds=15)
+    # A complaint in the same category as one this chat made within this window is repeated
+    # contact: P2 (CONTRACT §5), however calmly it is told.
+    repeat_window: timedelta = timedelta(days=30)
     # Floods: at most this many events per window are answered; the rest are only stored.
     burst: int = 8
     window: timedelta = timedelta(seconds=10)

@@ -51,6 +51,34 @@ async def test_complaint_with_everything_in_the_first_message_asks_only_for_what
     assert number.group() == f"CL-{ticket.id}"
 
 
+async def test_a_second_complaint_of_the_same_kind_within_30_days_is_repeated_contact_p2(
+    shop: Shop,
+) -> None:
+    chat = shop.chat()
+
+    async def complaint(text: str) -> str:
+        await chat.say("/new")
+        await chat.say(text)
+        for _ in range(4):
+            if not any(d.startswith("confirm:") for d in chat.buttons()):
+                await chat.say("skip")
+        return await chat.press(chat.button("confirm:"))
+
+    await complaint("My parcel for order 123-4567 never arrived")
+    second = await complaint("Order 765-4321 never arrived either, nobody delivered it")
+    await complaint("The cashier at the Leeds store was rude to me")  # another kind of problem
+    shop.clock.advance(days=31)
+    await complaint("Order 111-2222 was never delivered")  # a month later: a new matter
+    first, repeat, other, later = sorted(await shop.tickets(), key=lambda t: t.id)
+    assert (first.category, repeat.category, later.category) == ("delivery",) * 3
+    assert other.category != "delivery"
+    assert repeat.priority == "P2" and "P2" in second
+    assert first.priority == other.priority == later.priority == "P3"
+    # The deadlines are P2's: its first response is due sooner than the first ticket's was.
+    assert (repeat.first_response_due - repeat.created_at
+            < first.first_response_due - first.created_at)
+
+
 async def test_chinese_complaint_is_answered_in_chinese(shop: Shop) -> None:
     chat = shop.chat(customer="8008", name="李雷")
     first = await chat.say("订单 123-4567 的快递一直没到")
