@@ -8,6 +8,7 @@ from sqlalchemy import select
 from desk.auth import require_admin
 from desk.context import CTX
 from desk.errors import read_model
+from desk.paging import short_page
 from desk.routes import Operation
 from desk.schemas import AgentIn
 from desk.serialize import agent_json
@@ -19,7 +20,8 @@ async def list_agents(request: web.Request) -> web.Response:
     require_admin(request)
     async with request.app[CTX].store.read() as session:
         agents = (await session.scalars(select(Agent).order_by(Agent.username))).all()
-    return web.json_response({"items": [agent_json(a) for a in agents], "next_cursor": None})
+    page = short_page(request, [agent_json(a) for a in agents], lambda a: [a["username"]])
+    return web.json_response(page)
 
 
 async def create_agent(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ from desk.auth import current_agent
 from desk.context import CTX
 from desk.drafts import draft_reply
 from desk.errors import ApiError, describe_validation, read_json, read_model
+from desk.paging import limit_of
 from desk.routes import Operation
 from desk.schemas import Category, Strict
 from desk.serialize import detail_json, mention_json
@@ -23,7 +24,6 @@ from storage.review import MentionFilter
 
 CATEGORY_VALUES = frozenset(get_args(Category))
 PLATFORMS = ("x", "mastodon", "import")
-MAX_LIMIT = 200
 
 
 class VersionIn(Strict):
@@ -69,13 +69,6 @@ def parse_time(name: str, raw: str | None) -> datetime | None:
     except ValueError:
         raise ApiError(422, "invalid", f"{name}: a date (YYYY-MM-DD) or ISO time") from None
     return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(422, "invalid", f"limit: a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
 
 
 def mention_filter(request: web.Request) -> MentionFilter:
@@ -130,7 +123,7 @@ async def list_mentions(request: web.Request) -> web.Response:
                 raise ApiError(422, "invalid", f"assignee: no agent named {name!r}")
             f.assignee_id = agent.id
         rows, next_cursor = await review.list_mentions(
-            session, f, limit=_limit(request), cursor=request.query.get("cursor") or None
+            session, f, limit=limit_of(request), cursor=request.query.get("cursor") or None
         )
     return web.json_response(
         {"items": [mention_json(r.post, r.assignee) for r in rows], "next_cursor": next_cursor}

@@ -11,6 +11,7 @@ from pydantic import Field
 from desk.auth import current_agent, require_admin
 from desk.context import CTX
 from desk.errors import ApiError, read_model
+from desk.paging import limit_of, short_page
 from desk.routes import Operation
 from desk.schemas import AssignIn, Category, Priority, ReplyIn, StatusIn, Strict, TicketIn
 from desk.serialize import detail_json, message_json, row_json
@@ -18,8 +19,6 @@ from storage import canned, conversations, queries, tickets, views
 from storage.lifecycle import parse_number
 from storage.merge import merge_tickets
 from storage.models import CannedReply, SavedView
-
-MAX_LIMIT = 200
 
 
 class PriorityIn(Strict):
@@ -58,13 +57,6 @@ def _number(request: web.Request) -> int:
     if ticket_id is None:
         raise ApiError(404, "not_found", f"no ticket {request.match_info['number']}")
     return ticket_id
-
-
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(422, "invalid", f"limit: a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
 
 
 async def _detail(request: web.Request, ticket_id: int) -> dict:  # type: ignore[type-arg]
@@ -109,7 +101,7 @@ async def create_ticket(request: web.Request) -> web.Response:
 
 async def list_tickets(request: web.Request) -> web.Response:
     spec = views.parse_filters(request.query)
-    limit = _limit(request)
+    limit = limit_of(request)
     ctx = request.app[CTX]
     async with ctx.store.read() as session:
         f = await views.resolve(
@@ -247,7 +239,7 @@ def _id(request: web.Request) -> int:
 async def list_canned(request: web.Request) -> web.Response:
     async with request.app[CTX].store.read() as session:
         rows = await canned.list_canned(session)
-    return web.json_response({"items": [canned_json(r) for r in rows], "next_cursor": None})
+    return web.json_response(short_page(request, [canned_json(r) for r in rows], _by_name))
 
 
 async def create_canned(request: web.Request) -> web.Response:
@@ -289,7 +281,11 @@ async def ticket_canned(request: web.Request) -> web.Response:
         rows = canned.for_language(await canned.list_canned(session), detail.ticket.language)
     values = canned.variables_for(detail.ticket, detail.customer, agent)
     items = [canned_json(r, canned.fill(r.body, values)) for r in rows]
-    return web.json_response({"items": items, "next_cursor": None})
+    return web.json_response(short_page(request, items, _by_name))
+
+
+def _by_name(item: dict[str, Any]) -> list[Any]:
+    return [item["name"], item["id"]]
 
 
 def view_json(view: SavedView) -> dict[str, Any]:
@@ -305,8 +301,16 @@ async def list_views(request: web.Request) -> web.Response:
     ]
     async with request.app[CTX].store.read() as session:
         saved = await views.list_views(session, current_agent(request).id)
+    rank = {key: i for i, key in enumerate(views.BUILT_IN)}
+
+    def position(v: dict[str, Any]) -> list[Any]:
+        # Built-in views first, then the person's own, then the team's shared, each by name.
+        if v["built_in"]:
+            return [0, rank[v["key"]], "", 0]
+        return [2 if v["shared"] else 1, 0, v["name"], v["id"]]
+
     return web.json_response(
-        {"items": built_in + [view_json(v) for v in saved], "next_cursor": None}
+        short_page(request, built_in + [view_json(v) for v in saved], position)
     )
 
 

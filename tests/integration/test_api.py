@@ -184,6 +184,43 @@ async def test_no_or_bad_token_is_401_and_wrong_role_403(api: Api) -> None:
     assert all("password" not in str(a) for a in listed["items"])
 
 
+async def test_short_lists_take_limit_and_cursor_like_the_long_ones(api: Api) -> None:
+    for name in ("dave", "carol", "bob"):
+        await api.client.post("/api/agents", json={
+            "username": name, "role": "agent", "password": "correct horse"}, headers=api.admin)
+    for name in ("Thanks", "Delay", "Apology"):
+        await api.client.post("/api/canned-replies", json={
+            "name": name, "body": f"{name} text", "language": "en"}, headers=api.admin)
+
+    async def walk(path: str, field: str, limit: int) -> list[object]:
+        seen, cursor = [], None
+        while True:
+            query = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+            page = await (await api.client.get(path + query, headers=api.admin)).json()
+            assert len(page["items"]) <= limit
+            seen += [item[field] for item in page["items"]]
+            if (cursor := page["next_cursor"]) is None:
+                return seen
+
+    assert await walk("/api/agents", "username", 2) == [
+        "alice", "bob", "carol", "dave", "root"]
+    assert await walk("/api/canned-replies", "name", 1) == ["Apology", "Delay", "Thanks"]
+    views = await walk("/api/views", "name", 2)
+    everything = await (await api.client.get("/api/views", headers=api.admin)).json()
+    assert views == [v["name"] for v in everything["items"]] and everything["next_cursor"] is None
+    # A reply deleted between two pages: the next page still starts after the last one seen.
+    first = await (await api.client.get("/api/canned-replies?limit=1",
+                                        headers=api.admin)).json()
+    [apology] = first["items"]
+    await api.client.delete(f"/api/canned-replies/{apology['id']}", headers=api.admin)
+    rest = await (await api.client.get(
+        f"/api/canned-replies?limit=5&cursor={first['next_cursor']}", headers=api.admin)).json()
+    assert [c["name"] for c in rest["items"]] == ["Delay", "Thanks"]
+    for bad in ("?limit=0", "?limit=201", "?cursor=%%%", "?cursor=bm90IGpzb24"):
+        resp = await api.client.get("/api/agents" + bad, headers=api.admin)
+        assert (await _error(resp))[:2] == (422, "invalid"), bad
+
+
 async def test_unknown_ticket_and_path_are_404_and_wrong_method_405(api: Api) -> None:
     for path in ("/api/tickets/CL-424242", "/api/tickets/nonsense", "/api/nope"):
         assert (await _error(await api.client.get(path, headers=api.agent)))[0] == 404
