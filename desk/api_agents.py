@@ -8,7 +8,7 @@ from sqlalchemy import select
 from desk.auth import require_admin
 from desk.context import CTX
 from desk.errors import read_model
-from desk.paging import short_page
+from desk.paging import PAGE_QUERY, short_page
 from desk.routes import Operation
 from desk.schemas import AgentIn
 from desk.serialize import agent_json
@@ -44,7 +44,7 @@ async def create_agent(request: web.Request) -> web.Response:
 
 OPERATIONS = (
     Operation("GET", "/api/agents", list_agents, "List desk accounts", roles=("admin",),
-              response="AgentPage"),
+              query=PAGE_QUERY, response="AgentPage"),
     Operation("POST", "/api/agents", create_agent, "Create or update a desk account",
               body=AgentIn, status=201, roles=("admin",), response="Agent"),
 )

@@ -13,7 +13,7 @@ from desk.auth import current_agent
 from desk.context import CTX
 from desk.drafts import draft_reply
 from desk.errors import ApiError, describe_validation, read_json, read_model
-from desk.paging import limit_of
+from desk.paging import PAGE_QUERY, limit_of
 from desk.routes import Operation
 from desk.schemas import Category, Strict
 from desk.serialize import detail_json, mention_json
@@ -223,8 +223,7 @@ LIST_QUERY = (
     ("since", "posted at or after: YYYY-MM-DD (UTC) or ISO time"),
     ("until", "posted before: YYYY-MM-DD (UTC) or ISO time"),
     ("assignee", "a username or `me`"),
-    ("limit", "1 to 200, default 50"),
-    ("cursor", "next_cursor of the previous page"),
+    *PAGE_QUERY,
 )
 
 OPERATIONS: tuple[Operation, ...] = (

@@ -11,7 +11,7 @@ from pydantic import Field
 from desk.auth import current_agent, require_admin
 from desk.context import CTX
 from desk.errors import ApiError, read_model
-from desk.paging import limit_of, short_page
+from desk.paging import PAGE_QUERY, limit_of, short_page
 from desk.routes import Operation
 from desk.schemas import AssignIn, Category, Priority, ReplyIn, StatusIn, Strict, TicketIn
 from desk.serialize import detail_json, message_json, row_json
@@ -342,8 +342,7 @@ LIST_QUERY = (
     ("channel", "comma-separated channels"),
     ("assignee", "a username, `me` or `none`"),
     ("q", "a ticket number, an order number or words in the subject or description"),
-    ("limit", "1 to 200, default 50"),
-    ("cursor", "next_cursor of the previous page"),
+    *PAGE_QUERY,
 )
 
 OPERATIONS = (
@@ -370,9 +369,9 @@ OPERATIONS = (
               body=MergeIn),
     Operation("GET", "/api/tickets/{number}/canned-replies", ticket_canned,
               "Canned replies for this ticket, variables filled in",
-              response="CannedReplyPage"),
+              query=PAGE_QUERY, response="CannedReplyPage"),
     Operation("GET", "/api/canned-replies", list_canned, "Canned replies",
-              response="CannedReplyPage"),
+              query=PAGE_QUERY, response="CannedReplyPage"),
     Operation("POST", "/api/canned-replies", create_canned, "Add a canned reply",
               body=CannedIn, status=201, roles=("admin",), response="CannedReply"),
     Operation("PUT", "/api/canned-replies/{id}", update_canned, "Change a canned reply",
@@ -380,7 +379,7 @@ OPERATIONS = (
     Operation("DELETE", "/api/canned-replies/{id}", delete_canned, "Delete a canned reply",
               roles=("admin",), response="Deleted"),
     Operation("GET", "/api/views", list_views, "Built-in and saved ticket views",
-              response="ViewPage"),
+              query=PAGE_QUERY, response="ViewPage"),
     Operation("POST", "/api/views", save_view,
               "Save a ticket-list filter (query string) as a personal or shared view",
               body=ViewIn, status=201, response="View"),

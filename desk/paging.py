@@ -20,6 +20,12 @@ from desk.errors import ApiError
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 
+# The query parameters every list takes, for the OpenAPI description.
+PAGE_QUERY = (
+    ("limit", f"1 to {MAX_LIMIT}, default {DEFAULT_LIMIT}"),
+    ("cursor", "next_cursor of the previous page"),
+)
+
 Position = list[Any]  # compared element by element; equal leading kinds hold equal types
 
 
