@@ -202,7 +202,7 @@ def _parts(
         # Only a part that runs until stopped goes in: a part that returns stops the service.
         parts.append(run_monitors(
             s, service.store, service.interpreter, service.worker_id, stop,
-            dialogue=channels.dialogue,
+            dialogue=channels.dialogue, rules=service.rules,
         ))
     return parts
 

@@ -21,6 +21,8 @@ from nlu.types import Interpreter
 from storage.clock import Clock, utc_now
 from storage.db import Store
 from storage.mentions import Grouping, stream_health
+from storage.review import auto_ticket
+from storage.tickets import TicketRules
 
 log = logging.getLogger("careloop.monitors")
 HEALTH_MAX_AGE_SECONDS = 5.0
@@ -88,8 +90,10 @@ def build_monitors(
     dialogue: Dialogue | None = None,
     adapters: Sequence[Adapter] | None = None,
     clock: Clock = utc_now,
+    rules: TicketRules | None = None,
 ) -> list[Monitor]:
     hook = direct_message_hook(store, dialogue, clock)
+    after_poll = auto_ticket_hook(store, rules, settings.auto_ticket_priorities)
     return [
         Monitor(
             store=store,
@@ -100,9 +104,25 @@ def build_monitors(
             owner=owner,
             clock=clock,
             on_direct_messages=hook,
+            after_poll=after_poll,
         )
         for adapter in (adapters if adapters is not None else build_adapters(settings, clock))
     ]
+
+
+def auto_ticket_hook(
+    store: Store, rules: TicketRules | None, priorities: Sequence[str]
+) -> Callable[[], Awaitable[None]] | None:
+    """After each poll, the auto-ticket rule (storage/review.auto_ticket); None when off."""
+    if rules is None or not priorities:
+        return None
+
+    async def after_poll() -> None:
+        opened = await auto_ticket(store, rules, priorities)
+        if opened:
+            log.info("auto-ticket rule opened %d tickets from flagged mentions", len(opened))
+
+    return after_poll
 
 
 async def run_monitors(
@@ -113,13 +133,15 @@ async def run_monitors(
     stop: asyncio.Event,
     *,
     dialogue: Dialogue | None = None,
+    rules: TicketRules | None = None,
 ) -> None:
     """The monitors part of `careloop run` (roles all and monitors)."""
     if not (settings.x_enabled or settings.mastodon_enabled):
         log.info("social monitors are off (no X or Mastodon credentials)")
         await stop.wait()  # a part that returns would stop the whole service
         return
-    monitors = build_monitors(settings, store, interpreter, owner, dialogue=dialogue)
+    monitors = build_monitors(settings, store, interpreter, owner, dialogue=dialogue,
+                              rules=rules)
     hook = direct_message_hook(store, dialogue)
     if hook is not None:
         try:  # what a crash left between storing a direct message and answering it

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     monitor_backoff_seconds: float = Field(default=5.0, gt=0)
     monitor_backoff_max_seconds: float = Field(default=900.0, gt=0)
     monitor_rate_limit_max_seconds: float = Field(default=900.0, gt=0)
+    # The auto-ticket rule: flagged public mentions of these priorities get a ticket at once
+    # (comma-separated; empty: only people open tickets from mentions).
+    monitor_auto_ticket_priorities: str = "P1"
     # USD per resource read, from X's published pay-per-use prices (docs.x.com, "Pricing"):
     # Posts: Read $0.005, DM Event: Read $0.010.
     x_read_prices_usd: dict[str, float] = Field(
@@ -161,6 +164,19 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with https:// (or http:// behind a proxy)")
         return value
+
+    @field_validator("monitor_auto_ticket_priorities")
+    @classmethod
+    def _priorities(cls, value: str) -> str:
+        given = [p.strip().upper() for p in value.split(",") if p.strip()]
+        wrong = [p for p in given if p not in ("P1", "P2", "P3", "P4")]
+        if wrong:
+            raise ValueError(f"unknown priority {wrong[0]!r}: P1, P2, P3 or P4, comma-separated")
+        return ",".join(given)
+
+    @property
+    def auto_ticket_priorities(self) -> tuple[str, ...]:
+        return tuple(p for p in self.monitor_auto_ticket_priorities.split(",") if p)
 
     @field_validator("telegram_api_base", "x_api_base", "rasa_url")
     @classmethod

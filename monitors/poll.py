@@ -61,6 +61,7 @@ READ, LEASED_ELSEWHERE, WAITING, STOPPED, LOST = (
 )
 
 DirectHook = Callable[[Sequence[int]], Awaitable[None]]
+AfterPoll = Callable[[], Awaitable[None]]
 RECALL_PAGE = 2000  # group leaders read at a time into the near-duplicate memory
 
 
@@ -106,6 +107,7 @@ class Monitor:
     owner: str
     clock: Clock = utc_now
     on_direct_messages: DirectHook | None = None
+    after_poll: AfterPoll | None = None  # runs after every poll: the auto-ticket rule
     rng: random.Random = field(default_factory=random.Random)
     account: str | None = None
     memory: dict[str, _StreamMemory] = field(default_factory=dict)
@@ -145,7 +147,13 @@ class Monitor:
         except Exception as exc:  # grouping by exact fingerprint still works without it
             log.warning("%s: could not read the stored groups (%s)", self.platform,
                         type(exc).__name__)
-        return {stream: await self.poll_stream(stream) for stream in self.adapter.streams()}
+        outcomes = {stream: await self.poll_stream(stream) for stream in self.adapter.streams()}
+        if self.after_poll is not None:
+            try:
+                await self.after_poll()
+            except Exception:  # the posts are stored; the next poll tries again
+                log.exception("%s: after-poll rule failed", self.platform)
+        return outcomes
 
     async def recall_groups(self) -> None:
         """Near-duplicates are found in this process's memory. Before each poll it learns the

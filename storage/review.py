@@ -13,7 +13,7 @@ import base64
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
@@ -359,16 +359,26 @@ async def ticket_mention(
     rules: TicketRules,
     post_id: int,
     *,
-    agent: Agent,
+    agent: Agent | None = None,
+    rule: str | None = None,
     expected_version: int | None = None,
 ) -> int:
-    """Opens a ticket for the post (and its near-duplicates); returns the ticket id."""
+    """Opens a ticket for the post (and its near-duplicates); returns the ticket id. Done by
+    a person (`agent`) or by an auto-ticket rule (`rule`, recorded as `rule:NAME`), which only
+    takes posts nobody decided on yet (new or flagged)."""
     post = await _load(session, post_id, expected_version)
     _check(post, "ticketed", "ticketed")
+    if rule is not None and post.state not in ("new", "flagged"):
+        raise IllegalMove(f"a {post.state} mention is left to the people who decided on it")
     if post.platform not in CHANNELS:
         raise Invalid(f"mentions from {post.platform!r} cannot become tickets")
     now = rules.clock()
-    actor = actor_of(agent)
+    if agent is not None:
+        actor = actor_of(agent)
+    elif rule is not None:
+        actor = f"rule:{rule}"
+    else:
+        raise ValueError("ticket_mention needs an agent or a rule")
     # First the conditional write: a second person acting at once stops here, before any ticket.
     await _change(session, post, state="ticketed", handled_by=actor, handled_at=now)
     identity = await identity_for(
@@ -425,6 +435,41 @@ async def ticket_mention(
     )
     await session.flush()
     return ticket.id
+
+
+AUTO_TICKET_RULE = "auto_ticket"
+
+
+async def auto_ticket(
+    store: Store, rules: TicketRules, priorities: Sequence[str], *,
+    within: timedelta = timedelta(days=1), limit: int = 50,
+) -> list[int]:
+    """The auto-ticket rule: every flagged review item of `priorities` (safety and legal
+    threats, P1, by default) fetched within `within` that nobody decided on gets a ticket, so
+    its SLA clock starts without waiting for a person. Each in its own transaction; a person
+    (or another process) acting first wins. Returns the tickets opened."""
+    if not priorities:
+        return []
+    since = rules.clock() - within
+    async with store.read() as session:
+        ids = list((await session.scalars(
+            select(POSTS.c.id)
+            .where(REVIEW_ITEM, POSTS.c.state == "flagged",
+                   POSTS.c.priority.in_(list(priorities)), POSTS.c.handled_by.is_(None),
+                   # Live platforms only: an import's posts are history, not news.
+                   POSTS.c.platform.in_(sorted(REPLY_LIMITS)), POSTS.c.fetched_at >= since)
+            .order_by(POSTS.c.id)
+            .limit(limit)
+        )).all())
+    opened: list[int] = []
+    for post_id in ids:
+        try:
+            async with store.transaction() as session:
+                opened.append(await ticket_mention(session, rules, post_id,
+                                                   rule=AUTO_TICKET_RULE))
+        except (IllegalMove, Conflict, Invalid):
+            continue  # decided meanwhile, or not a channel a ticket can answer on
+    return opened
 
 
 async def dismiss_mention(

@@ -513,3 +513,38 @@ async def test_a_similar_text_joins_a_group_another_process_started_before_or_af
     clock.advance(minutes=1)
     await a.poll_all()
     assert (await _group_of(store, "x", "13"))[1] is None
+
+
+async def test_after_each_poll_the_auto_ticket_rule_opens_tickets_for_urgent_mentions(
+    store: Store, interpreter: EmbeddedInterpreter
+) -> None:
+    from config.monitors import auto_ticket_hook
+    from storage.models import Ticket
+    from storage.sla import SlaPolicy
+    from storage.tickets import TicketRules
+
+    clock = ManualClock(START)
+    rules = TicketRules(sla=SlaPolicy(), clock=clock)
+    platform = FakePlatform({"mentions": [
+        _post("x", "1", "@acme your baby formula made my son sick, he was in hospital", 0),
+        _post("x", "2", "@acme the queue at the Leeds store was long today", 1),
+    ]})
+    m = monitor(store, platform, interpreter, clock)
+    m.after_poll = auto_ticket_hook(store, rules, ("P1",))
+    assert auto_ticket_hook(store, rules, ()) is None  # the rule off: nothing runs
+    clock.advance(minutes=5)
+    await m.poll_all()
+    async with store.read() as session:
+        tickets = (await session.scalars(select(Ticket))).all()
+        posts = dict((await session.execute(
+            select(SocialPost.external_id, SocialPost.state))).all())
+    assert [(t.priority, t.channel) for t in tickets] == [("P1", "x")]
+    assert posts == {"1": "ticketed", "2": posts["2"]} and posts["2"] != "ticketed"
+
+    async def broken() -> None:
+        raise RuntimeError("database went away")
+
+    m.after_poll = broken  # a failing rule never stops the polling
+    platform.timeline["mentions"].append(_post("x", "3", "@acme thanks for the refund!", 2))
+    assert await m.poll_all() == {"mentions": READ}
+    assert await stored(store) == 3

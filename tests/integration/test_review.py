@@ -280,6 +280,43 @@ async def test_a_reply_to_the_leader_leaves_its_members_and_one_member_can_be_an
     assert (await post_of(store, members[1])).state == "replied"
 
 
+async def test_the_auto_ticket_rule_tickets_urgent_mentions_nobody_decided_on_once(
+    store: Store, rules: TicketRules, alice: Agent
+) -> None:
+    urgent = await add_post(store, priority="P1", category="product_safety", group_size=2,
+                            text="@shop your baby formula made my son sick")
+    copy = await add_post(store, priority="P1", group_id=urgent)
+    ordinary = await add_post(store, priority="P3")
+    dismissed = await add_post(store, priority="P1", state="dismissed")
+    imported = await add_post(store, priority="P1", platform="import")
+    old = await add_post(store, priority="P1",
+                         fetched_at=rules.clock() - timedelta(days=2))
+    decided = await add_post(store, priority="P1")
+    async with store.transaction() as session:  # a person was first
+        await review.ticket_mention(session, rules, decided, agent=alice)
+
+    opened = await review.auto_ticket(store, rules, ["P1"])
+    assert await review.auto_ticket(store, rules, ["P1"]) == []  # once
+
+    assert len(opened) == 1
+    async with store.read() as session:
+        ticket = await session.get(Ticket, opened[0])
+        assert ticket is not None
+        source = (await session.scalars(select(TicketEvent).where(
+            TicketEvent.ticket_id == ticket.id, TicketEvent.type == "source"))).one()
+    assert (ticket.priority, ticket.category, ticket.channel) == ("P1", "product_safety", "x")
+    assert source.actor == "rule:auto_ticket"
+    for post_id in (urgent, copy):
+        got = await post_of(store, post_id)
+        assert (got.state, got.ticket_id, got.handled_by) == (
+            "ticketed", ticket.id, "rule:auto_ticket")
+    for post_id, state in ((ordinary, "flagged"), (dismissed, "dismissed"),
+                           (imported, "flagged"), (old, "flagged")):
+        assert (await post_of(store, post_id)).state == state
+    assert (await post_of(store, decided)).handled_by == "agent:alice"
+    assert await review.auto_ticket(store, rules, []) == []  # the rule off
+
+
 async def test_reply_checks_text_and_platform(
     store: Store, rules: TicketRules, alice: Agent
 ) -> None:
