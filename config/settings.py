@@ -29,6 +29,7 @@ from pydantic_settings import (
 
 from storage.db import DEFAULT_POOL_SIZE
 
+PRIORITY_NAMES = ("P1", "P2", "P3", "P4")  # CONTRACT §5
 ENV_PREFIX = "CARELOOP_"
 DEFAULT_TOML = Path("careloop.toml")
 
@@ -62,7 +63,7 @@ class SlaSettings(BaseModel):
     @classmethod
     def _every_priority(cls, value: dict[str, SlaTarget]) -> dict[str, SlaTarget]:
         merged = _default_sla() | value
-        unknown = set(merged) - {"P1", "P2", "P3", "P4"}
+        unknown = set(merged) - set(PRIORITY_NAMES)
         if unknown:
             raise ValueError(f"unknown priority {sorted(unknown)[0]} (use P1..P4)")
         return merged
@@ -169,7 +170,7 @@ class Settings(BaseSettings):
     @classmethod
     def _priorities(cls, value: str) -> str:
         given = [p.strip().upper() for p in value.split(",") if p.strip()]
-        wrong = [p for p in given if p not in ("P1", "P2", "P3", "P4")]
+        wrong = [p for p in given if p not in PRIORITY_NAMES]
         if wrong:
             raise ValueError(f"unknown priority {wrong[0]!r}: P1, P2, P3 or P4, comma-separated")
         return ",".join(given)

@@ -149,7 +149,7 @@ def ask(turn: Turn, step: str) -> None:
                 button(catalog.category_word(turn.lang, c), f"cat:{flow}:{c}")
                 for c in names[i:i + 2]
             ))
-        rows.append(skip_row(turn, step))  # optional like the others: skipped, it is "other"
+        rows.append(skip_row(turn, step))  # optional too: skipped, the guess stands or "other"
         if guess and guess != "other":
             turn.say("ask_category_guess", tuple(rows),
                      category=catalog.category_word(turn.lang, guess))

@@ -132,3 +132,16 @@ def test_config_is_taken_before_or_after_the_command(
     toml.write_text('log_level = "LOUD"\n')  # a bad value shows the file was read
     assert main([a.format(toml=toml) for a in argv]) == 2
     assert "log_level" in capsys.readouterr().err
+
+
+def test_auto_ticket_priorities_are_checked_and_can_be_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().auto_ticket_priorities == ("P1",)
+    monkeypatch.setenv("CARELOOP_MONITOR_AUTO_TICKET_PRIORITIES", " p1, P2 ")
+    assert load_settings().auto_ticket_priorities == ("P1", "P2")
+    monkeypatch.setenv("CARELOOP_MONITOR_AUTO_TICKET_PRIORITIES", "")
+    assert load_settings().auto_ticket_priorities == ()
+    monkeypatch.setenv("CARELOOP_MONITOR_AUTO_TICKET_PRIORITIES", "P1,P5")
+    with pytest.raises(SettingsError, match="CARELOOP_MONITOR_AUTO_TICKET_PRIORITIES.*'P5'"):
+        load_settings()
