@@ -45,6 +45,7 @@ from storage.mentions import (
     StreamKey,
     ensure_stream,
     ingest,
+    newest_post_id,
     recent_leaders,
 )
 from storage.models import MonitorCursor
@@ -164,6 +165,9 @@ class Monitor:
         first = self.triage.recalled_id == 0
         while True:
             async with self.store.read() as session:
+                # Where "since it last looked" starts, even when the window holds no leader:
+                # else an empty window would be searched from the start at every poll.
+                top = await newest_post_id(session) if first else 0
                 rows = await recent_leaders(
                     session, after_id=self.triage.recalled_id, since=since,
                     limit=self.triage.near.max_entries if first else RECALL_PAGE,
@@ -173,8 +177,8 @@ class Monitor:
             for i in range(0, len(rows), RECALL_PAGE // 4):
                 self.triage.recall([(text, fp) for _, text, fp in rows[i:i + RECALL_PAGE // 4]])
                 await asyncio.sleep(0)
-            if rows:
-                self.triage.recalled_id = rows[-1][0]
+            if rows or top:
+                self.triage.recalled_id = max(top, rows[-1][0] if rows else 0)
             if first or len(rows) < RECALL_PAGE:
                 return
 

@@ -576,6 +576,10 @@ def _stored_leader(
     return None
 
 
+async def newest_post_id(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.max(POSTS.c.id))) or 0)
+
+
 async def recent_leaders(
     session: AsyncSession, *, after_id: int, since: datetime, limit: int
 ) -> list[tuple[int, str, str]]:

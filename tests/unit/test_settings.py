@@ -143,5 +143,5 @@ def test_auto_ticket_priorities_are_checked_and_can_be_turned_off(
     monkeypatch.setenv("CARELOOP_MONITOR_AUTO_TICKET_PRIORITIES", "")
     assert load_settings().auto_ticket_priorities == ()
     monkeypatch.setenv("CARELOOP_MONITOR_AUTO_TICKET_PRIORITIES", "P1,P5")
-    with pytest.raises(SettingsError, match="CARELOOP_MONITOR_AUTO_TICKET_PRIORITIES.*'P5'"):
+    with pytest.raises(SettingsError, match=r"CARELOOP_MONITOR_AUTO_TICKET_PRIORITIES.*'P5'"):
         load_settings()
