@@ -281,7 +281,9 @@ async def ticket_canned(request: web.Request) -> web.Response:
         rows = canned.for_language(await canned.list_canned(session), detail.ticket.language)
     values = canned.variables_for(detail.ticket, detail.customer, agent)
     items = [canned_json(r, canned.fill(r.body, values)) for r in rows]
-    return web.json_response(short_page(request, items, _by_name))
+    # The customer's language first, then the language-neutral ones (canned.for_language).
+    return web.json_response(short_page(
+        request, items, lambda c: [0 if c["language"] else 1, c["name"], c["id"]]))
 
 
 def _by_name(item: dict[str, Any]) -> list[Any]:

@@ -216,6 +216,15 @@ async def test_short_lists_take_limit_and_cursor_like_the_long_ones(api: Api) ->
     rest = await (await api.client.get(
         f"/api/canned-replies?limit=5&cursor={first['next_cursor']}", headers=api.admin)).json()
     assert [c["name"] for c in rest["items"]] == ["Delay", "Thanks"]
+    # A ticket's own list keeps the customer's language first, then the neutral ones.
+    await api.client.post("/api/canned-replies", json={"name": "Any time", "body": "Hi"},
+                          headers=api.admin)
+    await api.client.post("/api/canned-replies", json={
+        "name": "Bu ke qi", "body": "不客气", "language": "zh"}, headers=api.admin)
+    created = await (await api.client.post(
+        "/api/tickets", json=_ticket(language="en"), headers=api.agent)).json()
+    assert await walk(f"/api/tickets/{created['number']}/canned-replies", "name", 2) == [
+        "Delay", "Thanks", "Any time"]
     for bad in ("?limit=0", "?limit=201", "?cursor=%%%", "?cursor=bm90IGpzb24"):
         resp = await api.client.get("/api/agents" + bad, headers=api.admin)
         assert (await _error(resp))[:2] == (422, "invalid"), bad
