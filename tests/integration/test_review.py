@@ -268,7 +268,7 @@ async def test_a_reply_to_the_leader_leaves_its_members_and_one_member_can_be_an
                for n in (11, 12)]
     async with store.transaction() as session:
         await review.reply_mention(session, rules, leader, "@all We are on it.", agent=alice)
-    # One reply in the thread, not one per copy (X forbids duplicate automated replies).
+    # One reply in the thread, not one per copy (X forbids automated replies reaching many users).
     assert [(r.key, r.payload["in_reply_to"]) for r in await _outbox(store)] == [
         (f"reply:{leader}", "1800000000000000010")]
     assert [(await post_of(store, m)).state for m in members] == ["flagged", "flagged"]
