@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 import jinja2
@@ -115,8 +116,14 @@ def found(location: str) -> web.Response:
 
 
 def safe_next(target: str | None, default: str = "/queue") -> str:
-    """Only a path on this site (never `//evil.example` or a scheme): no open redirect."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only a path on this site (never `//evil.example` or a scheme): no open redirect.
+    Browsers drop tabs and newlines from URLs and read a backslash as `/`, so `/<tab>/evil`
+    would become `//evil`: any control character, space or backslash is refused."""
+    if (
+        not target or not target.startswith("/") or target.startswith("//")
+        or any(c == "\\" or c.isspace() or ord(c) < 32 or ord(c) == 127 for c in target)
+        or urlsplit(target).netloc
+    ):
         return default
     return target
 

@@ -123,10 +123,17 @@ async def test_a_wrong_password_or_unknown_name_is_refused_in_words(desk: TestCl
 
 
 async def test_the_next_parameter_never_leaves_the_site(desk: TestClient) -> None:
-    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+    # A browser drops a tab or newline from a URL: "/<tab>/evil.example" is "//evil.example".
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example",
+                   "/\t/evil.example", "/\n/evil.example", "/ /evil.example"):
         desk.session.cookie_jar.clear()
         status, location, _ = await try_login(desk, "alice", PASSWORD, target)
-        assert (status, location) == (302, "/queue")
+        assert (status, location) == (302, "/queue"), target
+    # Already logged in, /login?next= redirects at once: the same check applies.
+    resp = await desk.get("/login?next=/%09/evil.example", allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (302, "/queue")
+    status, location, _ = await try_login(desk, "alice", PASSWORD, "/tickets?status=new")
+    assert location == "/tickets?status=new"
 
 
 async def test_logout_ends_the_session(desk: TestClient) -> None:
