@@ -92,10 +92,17 @@ async def _public_reply(
         reply_id = await adapter.reply(str(in_reply_to), text)
     except Refused as exc:
         if exc.status == 403 and DUPLICATE in str(exc).lower():
-            # An earlier attempt got through and only its outcome was lost (delivery is at
-            # least once): the reply is on X already, posting it again is what X refuses.
-            log.info("outbox %s: X already has this reply", delivery.id)
-            return
+            if delivery.attempt > 1:
+                # An earlier attempt of this row got through and only its outcome was lost
+                # (delivery is at least once): the reply is on X already.
+                log.info("outbox %s: X already has this reply", delivery.id)
+                return
+            # A first attempt: X refuses any repeat of the account's own text, whatever post
+            # it answers (the same canned text to two people, a bulk reply). Nothing was
+            # posted; say so rather than count it sent.
+            raise dispatch.PermanentFailure(
+                "X refused the reply as a duplicate of an earlier post of this account: "
+                "nothing was posted; write it differently") from exc
         raise
     if on_replied is not None and payload.get("post_id") is not None:
         await on_replied(int(payload["post_id"]), reply_id)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from monitors.types import PUBLIC_REPLY
 from monitors.x import Credentials, XAdapter
@@ -124,13 +124,24 @@ async def test_a_public_reply_goes_into_the_thread(
     assert reply.replied_to == mention.id and reply.text == "@paul sorry! Check your DMs."
     assert replied.calls == [(7, reply.id)]
     assert (await row(store, rid)).status == outbox.SENT
-    # Sent again after a lost outcome: X refuses the duplicate, the row is still sent.
-    rid2 = await queue(store, clock, None, PUBLIC_REPLY, {
-        "post_id": 7, "in_reply_to": mention.id, "text": "@paul sorry! Check your DMs.",
-        "platform": "x",
-    }, "p1-again")
+    # The worker died after X took the reply, before recording it: the row is claimed again
+    # (its second attempt), X refuses the duplicate, and the row counts as sent.
+    async with store.transaction() as session:
+        await session.execute(update(OutboxMessage).where(OutboxMessage.id == rid).values(
+            status=outbox.PENDING, sent_at=None))
     await deliver(store, make_x_sender(adapter), clock)
-    assert (await row(store, rid2)).status == outbox.SENT and len(fake.sent_tweets()) == 1
+    assert (await row(store, rid)).status == outbox.SENT and len(fake.sent_tweets()) == 1
+    # The same text for another post, first attempt: X refuses it and nothing was posted.
+    # It must not count as sent (the desk would show a reply nobody can see).
+    other = fake.mention(fake.add_user("rita"), "my order is late too")
+    rid2 = await queue(store, clock, None, PUBLIC_REPLY, {
+        "post_id": 8, "in_reply_to": other.id, "text": "@paul sorry! Check your DMs.",
+        "platform": "x",
+    }, "p2")
+    await deliver(store, make_x_sender(adapter), clock)
+    failed = await row(store, rid2)
+    assert failed.status != outbox.SENT and "duplicate" in (failed.last_error or "")
+    assert len(fake.sent_tweets()) == 1
 
 
 async def test_429_retries_at_the_reset_and_sends_nothing_before(
