@@ -75,21 +75,32 @@ async def upsert_agent(
     if not username or len(username) > 64 or any(c.isspace() for c in username):
         raise Invalid("username: 1 to 64 characters, no spaces")
     agent = await get_agent(session, username)
+    existing = agent is not None
     if agent is None:
         agent = Agent(
             username=username, role=role, language=language, active=True, created_at=now,
             display_name=display_name,
         )
         session.add(agent)
+    elif agent.role == "admin" and role != "admin" and agent.active:
+        if await _other_active_admins(session, agent.id) == 0:
+            raise Conflict("the last active admin cannot lose the admin role")
     agent.role = role
     agent.active = True
     if display_name:
         agent.display_name = display_name
+    new_password = False
     if password is not None:
         if len(password) < 8:
             raise Invalid("password: at least 8 characters")
-        agent.password_hash = hash_password(hasher, password)
+        # The same password again (the admin from the settings, at every start) changes
+        # nothing; a new one replaces the hash and, as set_password does, ends the sessions.
+        if not (agent.password_hash and verify_password(hasher, agent.password_hash, password)):
+            agent.password_hash = hash_password(hasher, password)
+            new_password = True
     await session.flush()
+    if existing and new_password:
+        await bump_session_epoch(session, agent.id)
     return agent
 
 

@@ -15,6 +15,7 @@ from desk.session import COOKIE_NAME, SessionData, encode
 from storage import accounts
 from storage.clock import ManualClock
 from storage.db import Store
+from storage.errors import Conflict
 from storage.models import Agent
 from tests.desk_helpers import (
     PASSWORD,
@@ -270,6 +271,30 @@ async def test_changing_the_password_ends_other_sessions_but_not_this_one(
         assert (await phone.get("/account", allow_redirects=False)).status == 302
         assert (await try_login(phone, "alice", PASSWORD))[0] == 401
         assert (await try_login(phone, "alice", "a-new-pass-2"))[0] == 302
+
+
+async def test_a_reset_by_create_or_update_ends_sessions_and_keeps_an_admin(
+    desk: TestClient, store: Store
+) -> None:
+    hasher = desk_ctx(desk).hasher
+    await login(desk, "alice")
+    now = clock(desk)()
+
+    async def upsert(username: str, role: str, password: str | None) -> None:
+        async with store.transaction() as session:
+            await accounts.upsert_agent(session, hasher, username=username, role=role,
+                                        password=password, now=now)
+
+    # The same password again (the admin from the settings at each start): nothing ends.
+    await upsert("alice", "agent", PASSWORD)
+    assert (await desk.get("/account", allow_redirects=False)).status == 200
+    # A new one (`careloop agents add`, POST /api/agents): every session of hers ends.
+    await upsert("alice", "agent", "a-reset-password")
+    assert (await desk.get("/account", allow_redirects=False)).status == 302
+    assert (await try_login(desk, "alice", "a-reset-password"))[0] == 302
+    # The last active admin cannot be made an agent by it either.
+    with pytest.raises(Conflict, match="last active admin"):
+        await upsert("root", "agent", None)
 
 
 async def test_a_wrong_current_password_changes_nothing(desk: TestClient) -> None:
