@@ -80,6 +80,12 @@ MarkDelivered = Callable[[Store, list[int]], Awaitable[None]]
 Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 
+# How long a chat reply may keep waiting out 429s inline: the dialogue's 15 s grace
+# (ChatPolicy.grace), less a request's 5 s timeout and a margin, after which the outbox worker
+# sends what is still pending.
+REPLY_DEADLINE_SECONDS = 8.0
+
+
 def secret_from_token(token: str) -> str:
     """The webhook secret when none is configured: derived from the bot token, so every process
     with the same token agrees on it, and nobody without the token can forge an update."""
@@ -126,6 +132,7 @@ class TelegramChannel:
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         notify_rate: float = NOTIFY_RATE,
         reply_retries: int = 3,
+        reply_deadline: float = REPLY_DEADLINE_SECONDS,
         polling_timeout: int = 10,
         transport: Literal["aiohttp", "httpx"] = "aiohttp",
     ) -> None:
@@ -146,6 +153,8 @@ class TelegramChannel:
             mark_delivered if mark_delivered is not None else self._batcher  # type: ignore[assignment]
         )
         self.max_file_bytes = max_file_bytes
+        self._reply_retries = reply_retries
+        self._reply_deadline = reply_deadline
         self._polling_timeout = polling_timeout
         self.transport = transport
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
@@ -153,9 +162,9 @@ class TelegramChannel:
             .token(token)
             .base_url(f"{api_base}/bot")
             .base_file_url(f"{api_base}/file/bot")
-            # Replies: no global cap (they answer someone who just wrote), the group limit,
-            # and a 429 is waited out and retried here rather than losing the reply.
-            .rate_limiter(AIORateLimiter(overall_max_rate=0, max_retries=reply_retries))
+            # Replies: no global cap (they answer someone who just wrote), the group limit;
+            # a 429 comes back to _send_reply, which waits it out only within the deadline.
+            .rate_limiter(AIORateLimiter(overall_max_rate=0, max_retries=0))
             .update_queue(_HandleOnPut(self._handle_polled))
             .job_queue(None)
             # Replies and files go through python-telegram-bot's pluggable transport on
@@ -487,10 +496,11 @@ class TelegramChannel:
         replies = await self.dialogue(inbound)
         chat_id = int(inbound.customer_ref)
         sent: list[int] = []
+        deadline = asyncio.get_running_loop().time() + self._reply_deadline
         try:
             for reply in replies:
                 for text, markup in conv.chunks_of(reply):
-                    await send_text(self.app.bot, chat_id, text, markup)
+                    await self._send_reply(chat_id, text, markup, deadline)
                 if reply.ref is not None:
                     sent.append(reply.ref)
         except TelegramError as exc:
@@ -501,6 +511,26 @@ class TelegramChannel:
                 await self._mark_delivered(self.store, sent)
             except Exception:
                 log.exception("could not mark replies delivered; the outbox may resend them")
+
+    async def _send_reply(
+        self, chat_id: int, text: str, markup: conv.Markup | None, deadline: float
+    ) -> None:
+        """sendMessage for a chat reply. A 429 is waited out here only while the wait ends
+        before `deadline`: once the dialogue's grace is over the outbox worker sends the
+        reply itself, and two senders would deliver it twice. Past it, the 429 goes up and
+        the reply is left to the worker."""
+        loop = asyncio.get_running_loop()
+        retries = 0
+        while True:
+            try:
+                await send_text(self.app.bot, chat_id, text, markup)
+                return
+            except RetryAfter as exc:
+                wait = _seconds(exc)
+                retries += 1
+                if retries > self._reply_retries or loop.time() + wait >= deadline:
+                    raise
+                await asyncio.sleep(wait)
 
     async def _say(self, update: Update, text: str) -> None:
         chat = update.effective_chat

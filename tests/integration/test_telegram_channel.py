@@ -166,6 +166,24 @@ async def test_a_429_is_waited_out_and_the_reply_still_arrives(
     assert await pending_replies(store) == 0
 
 
+async def test_a_429_longer_than_the_reply_deadline_leaves_the_reply_to_the_outbox(
+    fake: FakeTelegram, store: Store
+) -> None:
+    # Waiting out Telegram's 2 s would end after the deadline (0.5 s here, 8 s by default,
+    # within the dialogue's 15 s grace): the outbox worker would send the reply too, twice.
+    fake.fail("sendMessage", 429, retry_after=2, chat_id=mei.id)
+    async with running_channel(fake, store, "webhook", reply_deadline=0.5):
+        fake.text(mei, "hello")
+        for _ in range(100):
+            if fake.calls_of("sendMessage"):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2.5)  # past the retry_after: the channel did not send again
+    assert [c.status for c in fake.calls_of("sendMessage")] == [429]
+    assert fake.texts_to(mei.id) == []
+    assert await pending_replies(store) == 1  # still the worker's to send, once
+
+
 async def test_a_redelivered_webhook_update_is_answered_once(
     fake: FakeTelegram, store: Store
 ) -> None:
