@@ -251,20 +251,24 @@ class TelegramChannel:
         """The outbox sender for channel `telegram` (storage/dispatch.py's protocol)."""
         if not message.recipient:
             raise dispatch.PermanentFailure("no Telegram chat for this customer")
-        for reply in self._render(message):
-            for text, markup in conv.chunks_of(reply):
-                try:
-                    await send_text(self.notify_bot, int(message.recipient), text, markup)
-                except RetryAfter as exc:
-                    raise dispatch.RetryAfter(_seconds(exc), str(exc)) from exc
-                except Forbidden as exc:  # blocked by the user, user deactivated
-                    raise dispatch.PermanentFailure(str(exc), unreachable=True) from exc
-                except BadRequest as exc:
-                    unreachable = "chat not found" in exc.message.lower()
-                    raise dispatch.PermanentFailure(str(exc), unreachable=unreachable) from exc
-                except ChatMigrated as exc:  # a group became a supergroup: not a customer chat
-                    raise dispatch.PermanentFailure(str(exc)) from exc
-                # NetworkError, TimedOut, 5xx: transient, the worker backs off and retries.
+        chat_id = int(message.recipient)
+        parts = [chunk for reply in self._render(message) for chunk in conv.chunks_of(reply)]
+
+        async def send_one(part: tuple[str, conv.Markup | None]) -> None:
+            try:
+                await send_text(self.notify_bot, chat_id, *part)
+            except RetryAfter as exc:
+                raise dispatch.RetryAfter(_seconds(exc), str(exc)) from exc
+            except Forbidden as exc:  # blocked by the user, user deactivated
+                raise dispatch.PermanentFailure(str(exc), unreachable=True) from exc
+            except BadRequest as exc:
+                unreachable = "chat not found" in exc.message.lower()
+                raise dispatch.PermanentFailure(str(exc), unreachable=unreachable) from exc
+            except ChatMigrated as exc:  # a group became a supergroup: not a customer chat
+                raise dispatch.PermanentFailure(str(exc)) from exc
+            # NetworkError, TimedOut, 5xx: transient, the worker backs off and retries.
+
+        await dispatch.send_parts(message, parts, send_one)
 
     # --- receiving ---------------------------------------------------------------------------
 
@@ -497,20 +501,33 @@ class TelegramChannel:
         chat_id = int(inbound.customer_ref)
         sent: list[int] = []
         deadline = asyncio.get_running_loop().time() + self._reply_deadline
-        try:
-            for reply in replies:
-                for text, markup in conv.chunks_of(reply):
+        for reply in replies:
+            parts = conv.chunks_of(reply)
+            done = 0
+            try:
+                for text, markup in parts:
                     await self._send_reply(chat_id, text, markup, deadline)
-                if reply.ref is not None:
-                    sent.append(reply.ref)
-        except TelegramError as exc:
-            log.warning("reply to update %s not sent (%s); the outbox will retry",
-                        update_id, type(exc).__name__)
+                    done += 1
+            except TelegramError as exc:
+                log.warning("reply to update %s not sent (%s); the outbox will retry",
+                            update_id, type(exc).__name__)
+                if done and reply.ref is not None:
+                    # A long reply cut short: the worker sends the rest, not all of it again.
+                    await self._record_parts(reply.ref, done)
+                break
+            if reply.ref is not None:
+                sent.append(reply.ref)
         if sent:
             try:
                 await self._mark_delivered(self.store, sent)
             except Exception:
                 log.exception("could not mark replies delivered; the outbox may resend them")
+
+    async def _record_parts(self, row_id: int, parts: int) -> None:
+        try:
+            await dispatch.record_parts(self.store, row_id, parts)
+        except Exception:
+            log.exception("could not record the parts of a reply sent; the outbox may repeat them")
 
     async def _send_reply(
         self, chat_id: int, text: str, markup: conv.Markup | None, deadline: float

@@ -75,9 +75,13 @@ async def _direct(adapter: Adapter, delivery: Delivery) -> None:
     conversation = delivery.payload.get("dm_conversation_id")
     if not delivery.recipient and not conversation:
         raise dispatch.PermanentFailure("no X account for this customer")
-    for text in dm_texts(delivery):
+    async def send_one(text: str) -> None:
         await adapter.send_direct(delivery.recipient or "", text,
                                   str(conversation) if conversation else None)
+
+    # X's DM endpoint takes no idempotency key: a long message is sent part by part, each
+    # recorded, so a retry starts after the parts X already has.
+    await dispatch.send_parts(delivery, dm_texts(delivery), send_one)
 
 
 async def _public_reply(

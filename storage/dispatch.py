@@ -9,9 +9,10 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import TypeVar
 
 from storage import outbox
 from storage.clock import Clock, utc_now
@@ -20,6 +21,7 @@ from storage.db import Store
 log = logging.getLogger("careloop.outbox")
 
 Sender = Callable[[outbox.Delivery], Awaitable[None]]
+Part = TypeVar("Part")
 
 
 class PermanentFailure(Exception):
@@ -94,12 +96,32 @@ async def _deliver(
         out.sent.append(d.id)
 
 
+async def send_parts(
+    d: outbox.Delivery, parts: Sequence[Part], send_one: Callable[[Part], Awaitable[None]]
+) -> None:
+    """Sends a message that goes out in several parts, from the first one no earlier attempt
+    sent. After each part but the last the row records how far it got, so a failure or a crash
+    sends again at most the part that was in flight, never the whole message."""
+    for index in range(min(d.parts_sent, len(parts)), len(parts)):
+        await send_one(parts[index])
+        if index + 1 < len(parts) and d.progress is not None:
+            try:
+                await d.progress(index + 1)
+            except Exception:  # the database went away: carry on, a retry may repeat parts
+                log.exception("outbox %s: parts sent not recorded", d.id)
+
+
+async def record_parts(store: Store, row_id: int, parts: int) -> None:
+    async with store.transaction() as session:
+        await outbox.mark_parts_sent(session, row_id, parts)
+
+
 async def _claim(
     store: Store, senders: Mapping[str, Sender], policy: DispatchPolicy, worker: str,
     clock: Clock,
 ) -> list[outbox.Delivery]:
     async with store.transaction() as session:
-        return await outbox.claim(
+        claimed = await outbox.claim(
             session,
             channels=sorted(senders),
             worker=worker,
@@ -107,6 +129,14 @@ async def _claim(
             limit=policy.batch_size,
             postgres=store.is_postgres,
         )
+    return [replace(d, progress=_progress_of(store, d.id)) for d in claimed]
+
+
+def _progress_of(store: Store, row_id: int) -> Callable[[int], Awaitable[None]]:
+    async def progress(parts: int) -> None:
+        await record_parts(store, row_id, parts)
+
+    return progress
 
 
 async def _record(store: Store, out: Outcome, worker: str, clock: Clock) -> None:

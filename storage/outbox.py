@@ -3,7 +3,8 @@ them, claimed and delivered by the worker (at least once; the key makes a cause 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,6 +36,14 @@ class Delivery:
     attempt: int
     # False: the customer blocked us on this identity (set_reachable).
     reachable: bool = True
+    # Of a message that goes out in several parts (Telegram's 4,096 characters, X's DM
+    # length): how many went out on earlier attempts (dispatch.send_parts starts after them).
+    parts_sent: int = 0
+    # Set by the worker: records that the first n parts went out, so a retry, or another
+    # worker after a crash, starts at part n + 1 instead of sending the earlier ones again.
+    progress: Callable[[int], Awaitable[None]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 def enqueue(
@@ -121,9 +130,23 @@ async def claim(
             payload=m.payload,
             attempt=m.attempts,
             reachable=reachable is not False,
+            parts_sent=m.parts_sent,
         )
         for m, ext, reachable in rows.all()
     ]
+
+
+async def mark_parts_sent(session: AsyncSession, row_id: int, parts: int) -> None:
+    """The first `parts` parts of a row not yet sent went out (never lowers the count)."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == row_id,
+            OutboxMessage.status.in_((PENDING, SENDING)),
+            OutboxMessage.parts_sent < parts,
+        )
+        .values(parts_sent=parts)
+    )
 
 
 async def mark_sent(session: AsyncSession, ids: list[int], now: datetime) -> None:

@@ -77,6 +77,8 @@ class Fault:
     retry_after: int | None
     remaining: int
     chat_id: int | None
+    # Matching calls that succeed before the fault starts (a failure in mid-message).
+    skip: int = 0
 
 
 @dataclass
@@ -202,9 +204,11 @@ class FakeTelegram:
         retry_after: int | None = None,
         description: str | None = None,
         chat_id: int | None = None,
+        after: int = 0,
     ) -> None:
         """The next `times` calls of `method` (for `chat_id`, if given) fail as Telegram fails:
-        429 with parameters.retry_after, 403 Forbidden, 400, 500, or 502 from the proxy."""
+        429 with parameters.retry_after, 403 Forbidden, 400, 500, or 502 from the proxy.
+        With `after`, that many matching calls succeed first."""
         default = {
             429: f"Too Many Requests: retry after {retry_after or 1}",
             403: "Forbidden: bot was blocked by the user",
@@ -216,7 +220,7 @@ class FakeTelegram:
             retry_after = 1
         self._faults.append(Fault(
             method, status, description or default.get(status, "Error"), retry_after, times,
-            chat_id,
+            chat_id, after,
         ))
 
     def block(
@@ -489,6 +493,9 @@ class FakeTelegram:
                 continue
             if fault.chat_id is not None and _int(params.get("chat_id")) != fault.chat_id:
                 continue
+            if fault.skip > 0:
+                fault.skip -= 1
+                return None
             fault.remaining -= 1
             return fault
         return None

@@ -157,6 +157,7 @@ class Fault:
     remaining: int
     reset_in: float | None
     detail: str | None
+    skip: int = 0  # matching requests that succeed before the fault starts
 
 
 @dataclass
@@ -300,11 +301,11 @@ class FakeX:
     # --- faults ------------------------------------------------------------------------------
 
     def fail(self, endpoint: str, status: int, *, times: int = 1, reset_in: float = 60.0,
-             detail: str | None = None) -> None:
+             detail: str | None = None, after: int = 0) -> None:
         """The next `times` requests to `endpoint` fail: 429 (reset `reset_in` seconds after
         the server's now), 500/503, 502 (the HTML page of X's front end), 401, 402, 403, or
-        0 for a 200 whose body is malformed JSON."""
-        self._faults.append(Fault(endpoint, status, times, reset_in, detail))
+        0 for a 200 whose body is malformed JSON. With `after`, that many succeed first."""
+        self._faults.append(Fault(endpoint, status, times, reset_in, detail, after))
 
     def exhaust(self, endpoint: str, *, reset_in: float = 60.0) -> None:
         """The endpoint's window is used up: 429 for everything until its reset."""
@@ -452,6 +453,9 @@ class FakeX:
     def _take_fault(self, endpoint: str) -> Fault | None:
         for fault in self._faults:
             if fault.endpoint == endpoint and fault.remaining > 0:
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
                 fault.remaining -= 1
                 return fault
         return None

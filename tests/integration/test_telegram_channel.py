@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import aiohttp
 import pytest
@@ -13,7 +14,9 @@ from sqlalchemy import func, select
 from bot.channel import MAX_MESSAGE_CHARS
 from bot.telegram import TelegramChannel
 from storage import outbox
+from storage.clock import ManualClock, utc_now
 from storage.db import Store
+from storage.dispatch import DispatchPolicy, dispatch_once
 from storage.models import OutboxMessage
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.telegram_harness import LONG_LINE, WEBHOOK_SECRET, EchoDialogue, running_channel
@@ -163,6 +166,30 @@ async def test_a_429_is_waited_out_and_the_reply_still_arrives(
     sends = fake.calls_of("sendMessage")
     assert [c.status for c in sends] == [429, 200]
     assert sends[1].at - sends[0].at >= 1.0
+    assert await pending_replies(store) == 0
+
+
+async def test_a_long_reply_cut_short_is_finished_by_the_outbox_without_repeats(
+    fake: FakeTelegram, store: Store
+) -> None:
+    # The first of three parts goes out, the second meets a 500: the worker sends the second
+    # and third, not the first again.
+    fake.fail("sendMessage", 500, chat_id=mei.id, after=1)
+    async with running_channel(fake, store, "webhook") as channel:
+        fake.command(mei, "/long")
+        for _ in range(100):
+            if len(fake.calls_of("sendMessage")) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        assert len(fake.bot_messages(mei.id)) == 1
+        later = ManualClock(utc_now() + timedelta(minutes=1))  # past the dialogue's grace
+        policy = DispatchPolicy(batch_size=10)
+        assert await dispatch_once(store, {"telegram": channel.sender}, policy, worker="w",
+                                   clock=later) == 1
+    parts = [m["text"] for m in fake.bot_messages(mei.id)]
+    assert "\n".join(parts) == "\n".join(LONG_LINE.format(n=n) for n in range(120))
+    assert len(parts) == 3  # each part once, in order
     assert await pending_replies(store) == 0
 
 

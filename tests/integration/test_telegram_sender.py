@@ -142,6 +142,26 @@ async def test_server_errors_back_off_and_deliver_later(
     assert await reachable(store, "5001")
 
 
+@pytest.mark.parametrize("status", [429, 500])
+async def test_a_long_message_interrupted_midway_resumes_where_it_stopped(
+    fake: FakeTelegram, store: Store, channel: TelegramChannel, status: int
+) -> None:
+    clock = ManualClock()
+    fake.add_customer(mei)
+    lines = [f"Line {n}: what the agent found about your parcel and the refund." for n in range(200)]
+    rid = await queue_reply(store, clock, "5001", "\n".join(lines), "r1")
+    fake.fail("sendMessage", status, retry_after=3, after=1)  # the second part is refused
+    await deliver(store, channel, clock)
+    cut = await row(store, rid)
+    assert cut.status == outbox.PENDING and cut.parts_sent == 1
+    assert len(fake.texts_to(mei.id)) == 1
+    clock.advance(minutes=5)
+    await deliver(store, channel, clock)
+    parts = fake.texts_to(mei.id)
+    assert "\n".join(parts) == "\n".join(lines)  # every line once, in order
+    assert (await row(store, rid)).status == outbox.SENT
+
+
 async def test_a_burst_is_held_to_thirty_messages_a_second(
     fake: FakeTelegram, store: Store, channel: TelegramChannel
 ) -> None:

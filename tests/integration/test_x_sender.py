@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from monitors.types import PUBLIC_REPLY
 from monitors.x import Credentials, XAdapter
-from monitors.x_sender import make_x_sender
+from monitors.x_sender import MAX_DM_CHARS, make_x_sender
 from storage import outbox
 from storage.clock import ManualClock
 from storage.db import Store
@@ -201,3 +201,23 @@ async def test_server_errors_back_off_and_deliver_later(
     clock.advance(minutes=1)
     await deliver(store, sender, clock)
     assert (await row(store, rid)).status == outbox.SENT and len(fake.sent_dms(tom)) == 1
+
+
+async def test_a_long_dm_cut_short_by_a_server_error_resumes_after_the_parts_x_has(
+        fake: FakeX, store: Store, adapter: XAdapter) -> None:
+    # Three DMs' worth of text; X takes the first and fails the second. X's DM endpoint has
+    # no idempotency key: only the row's record of parts sent keeps the first from repeating.
+    clock = ManualClock(datetime.now(UTC))
+    ada = fake.add_user("ada")
+    text = " ".join(f"word{n}" for n in range(4000))
+    assert len(text) > 2 * MAX_DM_CHARS
+    rid = await queue(store, clock, ada, "chat_reply", {"text": text, "language": "en"}, "l1")
+    fake.fail("dm_send", 503, after=1)
+    sender = make_x_sender(adapter)
+    await deliver(store, sender, clock)
+    cut = await row(store, rid)
+    assert cut.status == outbox.PENDING and cut.parts_sent == 1
+    clock.advance(minutes=1)
+    await deliver(store, sender, clock)
+    assert "".join(dm.text for dm in fake.sent_dms(ada)) == text  # each part once, in order
+    assert (await row(store, rid)).status == outbox.SENT
