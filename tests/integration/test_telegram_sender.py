@@ -148,7 +148,7 @@ async def test_a_long_message_interrupted_midway_resumes_where_it_stopped(
 ) -> None:
     clock = ManualClock()
     fake.add_customer(mei)
-    lines = [f"Line {n}: what the agent found about your parcel and the refund." for n in range(200)]
+    lines = [f"Line {n}: what the agent found about your parcel." for n in range(200)]
     rid = await queue_reply(store, clock, "5001", "\n".join(lines), "r1")
     fake.fail("sendMessage", status, retry_after=3, after=1)  # the second part is refused
     await deliver(store, channel, clock)
