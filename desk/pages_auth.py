@@ -7,7 +7,13 @@ from aiohttp import web
 from desk import csrf
 from desk.context import CTX
 from desk.pages import found, page_agent, redirect, render, safe_next
-from desk.session import SESSION, SessionData, clear_session_cookie, set_session_cookie
+from desk.session import (
+    SESSION,
+    SessionData,
+    clear_session_cookie,
+    session_expires_at,
+    set_session_cookie,
+)
 from storage import accounts
 from storage.errors import Invalid
 
@@ -76,6 +82,14 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    # Clearing the cookie is not enough: a copy of it (another tab's proxy log, a stolen
+    # cookie) would work for up to 7 days. The session's nonce is refused from now on.
+    data = request[SESSION]
+    ctx = request.app[CTX]
+    async with ctx.store.transaction() as session:
+        await accounts.end_session(
+            session, data.agent_id, data.nonce, session_expires_at(data), ctx.rules.clock()
+        )
     response = found("/login")
     clear_session_cookie(response)
     return response
@@ -105,13 +119,21 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     new, again = str(form.get("new", "")), str(form.get("again", ""))
     ctx = request.app[CTX]
 
-    async def refuse(en: str, zh: str) -> web.Response:
-        return await render(request, "account.html", {"error": (en, zh), "done": ""}, status=400)
+    async def refuse(en: str, zh: str, status: int = 400) -> web.Response:
+        return await render(
+            request, "account.html", {"error": (en, zh), "done": ""}, status=status
+        )
 
     if new != again:
         return await refuse("The new passwords differ.", "两次输入的新密码不一致。")
+    now, address = ctx.rules.clock(), _address(request)
     async with ctx.store.transaction() as session:
+        # The current password is a login: guesses at it (a desk left unlocked) are counted
+        # and throttled with the login form's. A refusal still commits the count.
+        if await accounts.login_throttled(session, agent.username, address, now):
+            return await refuse(THROTTLED_EN, THROTTLED_ZH, 429)
         if await accounts.check_login(session, ctx.hasher, agent.username, current) is None:
+            await accounts.record_failed_login(session, agent.username, address, now)
             return await refuse("The current password is wrong.", "当前密码错误。")
         try:
             changed = await accounts.set_password(session, ctx.hasher, agent.id, new)

@@ -16,16 +16,18 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from aiohttp import web
+from sqlalchemy import select
 
 from desk import csrf
 from desk.auth import AGENT, PUBLIC_API
 from desk.context import CTX
 from desk.errors import ApiError
 from desk.routes import Handler
+from storage import accounts
 from storage.models import Agent
 
 COOKIE_NAME = "careloop_session"
@@ -147,10 +149,21 @@ def clear_session_cookie(response: web.StreamResponse) -> None:
 async def _load_agent(request: web.Request, data: SessionData) -> Agent | None:
     ctx = request.app[CTX]
     async with ctx.store.read() as session:
-        agent = await session.get(Agent, data.agent_id)
-    if agent is None or not agent.active or agent.session_epoch != data.epoch:
+        # One round trip: the agent, and whether this session was logged out.
+        found = (await session.execute(
+            select(Agent, accounts.session_ended(data.nonce)).where(Agent.id == data.agent_id)
+        )).first()
+    if found is None:
+        return None
+    agent, ended = found
+    if ended or not agent.active or agent.session_epoch != data.epoch:
         return None
     return agent
+
+
+def session_expires_at(data: SessionData) -> datetime:
+    """When the session's cookie stops working whatever happens (MAX_AGE after login)."""
+    return datetime.fromtimestamp(data.issued_at, UTC) + MAX_AGE
 
 
 def _is_page(request: web.Request) -> bool:

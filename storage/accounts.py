@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import Conflict, Invalid, NotFound
-from storage.models import Agent, ApiToken, AppSetting, LoginAttempt
+from storage.models import Agent, ApiToken, AppSetting, EndedSession, LoginAttempt
 
 ROLES = ("admin", "agent")
 TOKEN_PREFIX = "clt_"
@@ -164,6 +164,21 @@ async def secret_key(session: AsyncSession) -> str:
 # The state lives in the database, so every desk process behind a balancer counts the same
 # failures. Two processes racing on the fifth failure may let one extra guess through; the
 # throttle is about thousands of guesses, not one.
+
+async def end_session(
+    session: AsyncSession, agent_id: int, nonce: str, expires_at: datetime, now: datetime
+) -> None:
+    """The desk session with this nonce is over (its agent logged out): its cookie is refused
+    from now on. Sessions that would have expired anyway are forgotten here."""
+    await session.execute(delete(EndedSession).where(EndedSession.expires_at < now))
+    if await session.get(EndedSession, nonce[:64]) is None:
+        session.add(EndedSession(nonce=nonce[:64], agent_id=agent_id, expires_at=expires_at))
+
+
+def session_ended(nonce: str) -> ColumnElement[bool]:
+    """For the query that loads a session's agent: true when that session was logged out."""
+    return exists().where(EndedSession.nonce == nonce[:64])
+
 
 async def login_throttled(
     session: AsyncSession, username: str, address: str, now: datetime

@@ -85,6 +85,16 @@ class Agent(Base):
     session_epoch: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class EndedSession(Base):
+    """A desk session its agent logged out of. The cookie is signed, not stored, so logging out
+    on one device is remembered here until the cookie would have expired anyway."""
+
+    __tablename__ = "ended_sessions"
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class LoginAttempt(Base):
     """Failed desk logins, counted per account and per address to throttle guessing."""
 

@@ -145,6 +145,48 @@ async def test_logout_ends_the_session(desk: TestClient) -> None:
     assert (await desk.get("/account", allow_redirects=False)).status == 302
 
 
+async def test_logout_ends_that_session_for_a_copied_cookie_too_but_not_other_devices(
+    store: Store,
+) -> None:
+    await add_agent(store, "alice")
+    async with open_desk(store) as laptop, open_desk(store) as phone:
+        await login(phone, "alice")
+        token = await login(laptop, "alice")
+        copied = session_cookie(laptop)  # what a proxy log or a stolen cookie holds
+        assert copied is not None
+        resp = await laptop.post("/logout", data={"csrf_token": token}, allow_redirects=False)
+        assert resp.status == 302
+        # The cookie is still signed and within its 7 days: only the server can refuse it.
+        again = await laptop.get("/account", allow_redirects=False,
+                                 headers=use_cookie(laptop, copied))
+        assert again.status == 302 and again.headers["Location"].startswith("/login")
+        api = await laptop.get("/api/tickets", headers=use_cookie(laptop, copied))
+        assert api.status == 401
+        assert (await phone.get("/account", allow_redirects=False)).status == 200
+        await login(laptop, "alice")  # logging in again starts a new session that works
+        assert (await laptop.get("/account", allow_redirects=False)).status == 200
+
+
+async def test_guesses_at_the_current_password_are_throttled_like_logins(
+    desk: TestClient,
+) -> None:
+    token = await login(desk, "alice")
+
+    async def change(current: str) -> int:
+        resp = await desk.post(
+            "/account/password", allow_redirects=False,
+            data={"csrf_token": token, "current": current, "new": "a-new-pass-2",
+                  "again": "a-new-pass-2"},
+        )
+        return resp.status
+
+    for n in range(5):
+        assert await change(f"guess-{n}") == 400
+    assert await change(PASSWORD) == 429  # even the right one, for a while
+    clock(desk).advance(minutes=16)
+    assert await change(PASSWORD) == 302
+
+
 async def test_a_deactivated_account_cannot_log_in(desk: TestClient, store: Store) -> None:
     async with store.transaction() as session:
         alice = await accounts.get_agent(session, "alice")
