@@ -392,8 +392,9 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
-    # A message sent in several parts: how many went out before an attempt failed.
-    parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A message sent in several parts: how many went out before an attempt failed. A server
+    # default only: the chat's precompiled inserts (storage/direct.py) name no value for it.
+    parts_sent: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Survey(Base):
