@@ -22,7 +22,10 @@ async def scratch_postgres() -> AsyncIterator[str]:
                                   database="postgres")
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+asyncpg://{PG}/{name}"
+        if host.startswith("/"):  # a Unix socket directory: postgres@/var/run/postgresql
+            yield f"postgresql+asyncpg://{user}@/{name}?host={host}&port={port or 5432}"
+        else:
+            yield f"postgresql+asyncpg://{PG}/{name}"
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
