@@ -24,6 +24,7 @@ from config.logging import setup_logging
 from config.monitors import monitor_health, run_monitors
 from config.settings import Settings
 from desk.app import make_app
+from desk.client_address import parse_networks
 from desk.context import DeskContext
 from nlu.factory import make_interpreter
 from nlu.types import Interpreter
@@ -153,6 +154,7 @@ async def _serve_desk(
             "monitors": await monitor_health(service.store, service.settings),
         },
         secret=secret,
+        trusted_proxies=parse_networks(service.settings.desk_trusted_proxies),
     )
     app = make_app(ctx, extra=channels.route_hooks)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)

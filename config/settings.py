@@ -27,6 +27,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from desk.client_address import parse_networks
 from storage.db import DEFAULT_POOL_SIZE
 
 PRIORITY_NAMES = ("P1", "P2", "P3", "P4")  # CONTRACT §5
@@ -84,6 +85,9 @@ class Settings(BaseSettings):
     # they share with SO_REUSEPORT: a process uses one core, so one per core. The first runs
     # the rest of its role too; the others are supervised by it (config/processes.py).
     desk_processes: int = Field(default=1, ge=1, le=64)
+    # Reverse proxies in front of the desk (comma-separated addresses or networks): only from
+    # these is X-Forwarded-For believed, for the login throttle's client address.
+    desk_trusted_proxies: str = ""
     secret_key: SecretStr | None = None
     admin_user: str | None = None
     admin_password: SecretStr | None = None
@@ -147,6 +151,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
             )
+        return value
+
+    @field_validator("desk_trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        parse_networks(value)  # a typo stops start-up instead of trusting nobody silently
         return value
 
     @field_validator("desk_processes")

@@ -11,6 +11,7 @@ from aiohttp import web
 from argon2 import PasswordHasher
 from prometheus_client import CollectorRegistry
 
+from desk.client_address import Network
 from storage.db import Store
 from storage.intake import TicketIntake
 from storage.tickets import TicketRules
@@ -55,6 +56,8 @@ class DeskContext:
     # Signs desk session cookies and CSRF tokens (CARELOOP_SECRET_KEY or the one kept in the
     # database). The random default only suits tests: sessions would not survive a restart.
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # Reverse proxies whose X-Forwarded-For is believed (CARELOOP_DESK_TRUSTED_PROXIES).
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 CTX = web.AppKey("careloop_ctx", DeskContext)

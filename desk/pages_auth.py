@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from desk import csrf
+from desk.client_address import client_address
 from desk.context import CTX
 from desk.pages import found, page_agent, redirect, render, safe_next
 from desk.session import (
@@ -25,9 +26,9 @@ THROTTLED_ZH = "该账户或该地址登录失败次数过多：暂时拒绝登�
 
 
 def _address(request: web.Request) -> str:
-    # The peer address. X-Forwarded-For is not trusted: anyone can write it, and a throttle
-    # keyed on it would be one header away from useless.
-    return (request.remote or "unknown")[:64]
+    # The peer address; X-Forwarded-For only from the proxies the operator trusts: anyone can
+    # write it, and a throttle keyed on it would be one header away from useless.
+    return client_address(request, request.app[CTX].trusted_proxies)
 
 
 async def home(request: web.Request) -> web.Response:

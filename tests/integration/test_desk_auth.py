@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
+from desk.client_address import parse_networks
 from desk.session import COOKIE_NAME, SessionData, encode
 from storage import accounts
 from storage.clock import ManualClock
@@ -215,6 +216,42 @@ async def test_five_failures_from_one_address_refuse_every_account(desk: TestCli
         assert (await try_login(desk, f"guess{n}", "password1"))[0] == 401
     status, _, html = await try_login(desk, "root", PASSWORD)
     assert status == 429 and LOGIN_MESSAGE_REFUSED in html
+
+
+async def login_via_proxy(
+    client: TestClient, username: str, password: str, forwarded_for: str
+) -> int:
+    form = await client.get("/login")
+    resp = await client.post(
+        "/login", allow_redirects=False, headers={"X-Forwarded-For": forwarded_for},
+        data={"username": username, "password": password,
+              "csrf_token": csrf_from(await form.text())},
+    )
+    return resp.status
+
+
+async def test_x_forwarded_for_is_ignored_unless_the_proxy_is_trusted(desk: TestClient) -> None:
+    # Anyone can write the header: believed by default, five guesses would each come "from"
+    # a new address and never lock anything.
+    for n in range(5):
+        assert await login_via_proxy(desk, f"guess{n}", "password1", f"198.51.100.{n}") == 401
+    assert await login_via_proxy(desk, "root", PASSWORD, "198.51.100.99") == 429
+
+
+async def test_behind_a_trusted_proxy_each_client_address_is_throttled_on_its_own(
+    desk: TestClient,
+) -> None:
+    desk_ctx(desk).trusted_proxies = parse_networks("127.0.0.0/8, 10.0.0.0/8")
+    for n in range(5):
+        assert await login_via_proxy(desk, f"guess{n}", "password1", "203.0.113.5") == 401
+    assert await login_via_proxy(desk, "root", PASSWORD, "203.0.113.5") == 429
+    # A hop the client wrote itself, left of what the proxies appended, changes nothing.
+    assert await login_via_proxy(desk, "root", PASSWORD, "192.0.2.1, 203.0.113.5") == 429
+    # Two trusted proxies in a row: the first untrusted hop from the right is the client.
+    assert await login_via_proxy(desk, "root", PASSWORD, "203.0.113.5, 10.1.2.3") == 429
+    # Another customer of the same proxy is not locked out with them.
+    desk.session.cookie_jar.clear()
+    assert await login_via_proxy(desk, "alice", PASSWORD, "203.0.113.6") == 302
 
 
 async def test_failures_older_than_fifteen_minutes_do_not_count(desk: TestClient) -> None:

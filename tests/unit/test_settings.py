@@ -145,3 +145,11 @@ def test_auto_ticket_priorities_are_checked_and_can_be_turned_off(
     monkeypatch.setenv("CARELOOP_MONITOR_AUTO_TICKET_PRIORITIES", "P1,P5")
     with pytest.raises(SettingsError, match=r"CARELOOP_MONITOR_AUTO_TICKET_PRIORITIES.*'P5'"):
         load_settings()
+
+
+def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARELOOP_DESK_TRUSTED_PROXIES", "10.0.0.5, 10.1.0.0/16, ::1")
+    assert load_settings().desk_trusted_proxies == "10.0.0.5, 10.1.0.0/16, ::1"
+    monkeypatch.setenv("CARELOOP_DESK_TRUSTED_PROXIES", "10.0.0.5, proxy.internal")
+    with pytest.raises(SettingsError, match="CARELOOP_DESK_TRUSTED_PROXIES.*not an IP"):
+        load_settings()
