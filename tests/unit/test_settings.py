@@ -151,5 +151,5 @@ def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CARELOOP_DESK_TRUSTED_PROXIES", "10.0.0.5, 10.1.0.0/16, ::1")
     assert load_settings().desk_trusted_proxies == "10.0.0.5, 10.1.0.0/16, ::1"
     monkeypatch.setenv("CARELOOP_DESK_TRUSTED_PROXIES", "10.0.0.5, proxy.internal")
-    with pytest.raises(SettingsError, match="CARELOOP_DESK_TRUSTED_PROXIES.*not an IP"):
+    with pytest.raises(SettingsError, match=r"CARELOOP_DESK_TRUSTED_PROXIES.*not an IP"):
         load_settings()
