@@ -194,7 +194,8 @@ async def save_view(
     shared: bool,
     now: datetime,
 ) -> SavedView:
-    """Saves the filters of `query` under `name`; saving a name again replaces its filters."""
+    """Saves the filters of `query` under `name`; saving a name again replaces its filters
+    (a shared one only by an admin)."""
     name = " ".join(name.split())
     if not name:
         raise Invalid("name: give the view a name")
@@ -211,6 +212,12 @@ async def save_view(
         await session.scalars(select(SavedView).where(scope, SavedView.name == name))
     ).first()
     if existing is not None:
+        if owner is None and agent.role != "admin":
+            # The team's views change under everyone's feet: like deleting one, an admin's job.
+            raise Forbidden(
+                f"the team already shares a view named {name!r}; only an admin can change it "
+                "(save yours under another name)"
+            )
         existing.query = canonical
         return existing
     view = SavedView(agent_id=owner, name=name, query=canonical, created_at=now)

@@ -148,6 +148,15 @@ async def test_saved_views_are_personal_or_shared(store: Store) -> None:
         again = await views.save_view(s, alice, "My P1s", "priority=P1,P2", shared=False,
                                       now=now)
     assert again.id == mine.id and again.query == "priority=P1%2CP2"
+    # The team's view is not one agent's to rewrite (not even its author's); an admin's.
+    for who in (bob, alice):
+        with pytest.raises(views.Forbidden, match="only an admin"):
+            async with store.transaction() as s:
+                await views.save_view(s, who, "Safety", "channel=x", shared=True, now=now)
+    async with store.transaction() as s:
+        changed = await views.save_view(s, root, "Safety", "category=product_safety",
+                                        shared=True, now=now)
+    assert changed.id == team.id and changed.query == "category=product_safety"
     async with store.transaction() as s:
         with pytest.raises(NotFound):
             await views.delete_view(s, bob, mine.id)
