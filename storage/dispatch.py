@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
 
 from storage import outbox
@@ -129,14 +130,7 @@ async def _claim(
             limit=policy.batch_size,
             postgres=store.is_postgres,
         )
-    return [replace(d, progress=_progress_of(store, d.id)) for d in claimed]
-
-
-def _progress_of(store: Store, row_id: int) -> Callable[[int], Awaitable[None]]:
-    async def progress(parts: int) -> None:
-        await record_parts(store, row_id, parts)
-
-    return progress
+    return [replace(d, progress=partial(record_parts, store, d.id)) for d in claimed]
 
 
 async def _record(store: Store, out: Outcome, worker: str, clock: Clock) -> None:
