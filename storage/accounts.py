@@ -160,10 +160,7 @@ async def secret_key(session: AsyncSession) -> str:
     return row.value
 
 
-# --- login throttle -----------------------------------------------------------------------
-# The state lives in the database, so every desk process behind a balancer counts the same
-# failures. Two processes racing on the fifth failure may let one extra guess through; the
-# throttle is about thousands of guesses, not one.
+# --- desk sessions ended by logout ----------------------------------------------------
 
 async def end_session(
     session: AsyncSession, agent_id: int, nonce: str, expires_at: datetime, now: datetime
@@ -179,6 +176,11 @@ def session_ended(nonce: str) -> ColumnElement[bool]:
     """For the query that loads a session's agent: true when that session was logged out."""
     return exists().where(EndedSession.nonce == nonce[:64])
 
+
+# --- login throttle -----------------------------------------------------------------------
+# The state lives in the database, so every desk process behind a balancer counts the same
+# failures. Two processes racing on the fifth failure may let one extra guess through; the
+# throttle is about thousands of guesses, not one.
 
 async def login_throttled(
     session: AsyncSession, username: str, address: str, now: datetime

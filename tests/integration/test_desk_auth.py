@@ -5,6 +5,7 @@ the language switch and escaped output. Runs on SQLite and PostgreSQL (the `stor
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import cast
 
 import pytest
@@ -55,6 +56,17 @@ def use_cookie(client: TestClient, value: str) -> dict[str, str]:
     """Forget the jar's cookies; the request carries exactly this session cookie."""
     client.session.cookie_jar.clear()
     return {"Cookie": f"{COOKIE_NAME}={value}"}
+
+
+@asynccontextmanager
+async def alice_on_two_devices(
+    store: Store,
+) -> AsyncIterator[tuple[TestClient, TestClient, str]]:
+    """Alice logged in on a laptop and a phone; yields both and the laptop's CSRF token."""
+    await add_agent(store, "alice")
+    async with open_desk(store) as laptop, open_desk(store) as phone:
+        await login(phone, "alice")
+        yield laptop, phone, await login(laptop, "alice")
 
 
 async def try_login(
@@ -149,10 +161,7 @@ async def test_logout_ends_the_session(desk: TestClient) -> None:
 async def test_logout_ends_that_session_for_a_copied_cookie_too_but_not_other_devices(
     store: Store,
 ) -> None:
-    await add_agent(store, "alice")
-    async with open_desk(store) as laptop, open_desk(store) as phone:
-        await login(phone, "alice")
-        token = await login(laptop, "alice")
+    async with alice_on_two_devices(store) as (laptop, phone, token):
         copied = session_cookie(laptop)  # what a proxy log or a stolen cookie holds
         assert copied is not None
         resp = await laptop.post("/logout", data={"csrf_token": token}, allow_redirects=False)
@@ -335,10 +344,7 @@ async def test_deactivation_logs_the_agent_out_at_once(desk: TestClient, store: 
 async def test_changing_the_password_ends_other_sessions_but_not_this_one(
     store: Store,
 ) -> None:
-    await add_agent(store, "alice")
-    async with open_desk(store) as laptop, open_desk(store) as phone:
-        await login(phone, "alice")
-        token = await login(laptop, "alice")
+    async with alice_on_two_devices(store) as (laptop, phone, token):
         resp = await laptop.post(
             "/account/password", allow_redirects=False,
             data={"csrf_token": token, "current": PASSWORD, "new": "a-new-pass-2",
